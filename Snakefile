@@ -1,0 +1,21 @@
+# motion-ssl: raw videos -> shots -> optical flow -> motion masks / guidance -> HDF5 shards
+# -> self-supervised pretraining -> downstream benchmark. See README.md and docs/.
+from snakemake.utils import min_version
+
+min_version("8.10")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/ingest.smk"
+
+
+# include: "workflow/rules/shots.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.ingest.input,
