@@ -10,12 +10,13 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/ingest.smk"
-
-
-# include: "workflow/rules/shots.smk"
+include: "workflow/rules/shots.smk"
+include: "workflow/rules/flow.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.ingest.input,
+        rules.shots.input,
+        rules.flow.input,

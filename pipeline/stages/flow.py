@@ -1,0 +1,227 @@
+"""Flow stage: sample training pairs of one video and store their optical flow.
+
+For every pair (frame t → t+gap) chosen by the sampling policy (pipeline.sampling) the frames are
+resized by the resolution policy, flow is computed with the configured backend (pipeline.flow),
+and the stage writes, under ``results/{set}/flow-{method}/{video_id}/``: the JPEG of frame t, the
+flow as a KITTI 16-bit PNG (pipeline.flowio; pixels of the stored image), ``pairs.tsv``,
+``dropped.tsv`` (pairs dropped with a one-line reason: non-finite flow, mismatched frame sizes)
+and a contact sheet (frames above their flow colour wheel) for the report. Near-static pairs are
+kept and flagged. The video is decoded once: frames are held only until the last pair that needs
+them has been computed, so memory is bounded by the largest gap, not the video length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pipeline import atomic
+from pipeline.flow import flow_statistics, make_batch_flow_fn
+from pipeline.flowio import encode_flow_png
+from pipeline.ids import frame_key, sample_id
+from pipeline.resizing import resize_frame
+from pipeline.sampling import Pair, sample_pairs
+from pipeline.video import VideoError, iter_frames
+from pipeline.viz import contact_sheet
+
+log = logging.getLogger(__name__)
+
+PAIR_COLUMNS = [
+    "sample_id",
+    "video_id",
+    "shot",
+    "t",
+    "gap",
+    "frame",
+    "flow",
+    "height",
+    "width",
+    "mean_mag",
+    "max_mag",
+    "frac_saturated",
+    "static",
+]
+DROPPED_COLUMNS = ["sample_id", "shot", "t", "gap", "reason"]
+
+
+def flow_folder_name(flow_cfg: dict) -> str:
+    """The stage's output folder: it names the flow method, so two methods coexist."""
+    return f"flow-{flow_cfg['method']}"
+
+
+def pairs_for_video(shots_result: dict, sampling_cfg: dict) -> list[Pair]:
+    policy = sampling_cfg["policy"]
+    return sample_pairs(
+        shots_result["shots"],
+        policy=policy,
+        seed=sampling_cfg["seed"],
+        video_key=shots_result["video_id"],
+        **sampling_cfg.get(policy, {}),
+    )
+
+
+def _pairs_with_frames(
+    video_path: str, pairs: list[Pair], resize: dict, progress: tqdm
+) -> Iterator[tuple[Pair, np.ndarray, np.ndarray]]:
+    """Yield each pair with its two resized frames, decoding the video once in order."""
+    by_end: dict[int, list[Pair]] = {}
+    for pair in pairs:
+        by_end.setdefault(pair.t + pair.gap, []).append(pair)
+    wanted = {p.t for p in pairs} | set(by_end)
+    last_use = {}
+    for pair in pairs:
+        for f in (pair.t, pair.t + pair.gap):
+            last_use[f] = max(last_use.get(f, -1), pair.t + pair.gap)
+    held: dict[int, np.ndarray] = {}
+    stop = max(wanted) + 1
+    for index, frame in iter_frames(video_path, start=min(wanted), stop=stop):
+        progress.update(1)
+        if index in wanted:
+            held[index] = resize_frame(frame, **resize)
+        for pair in by_end.get(index, []):
+            yield pair, held[pair.t], held[index]
+        for f in [f for f in held if last_use[f] <= index]:
+            del held[f]
+    if by_end and max(by_end) >= stop:  # pragma: no cover - guarded by iter_frames' stop
+        raise VideoError("video ended before the last sampled frame")
+
+
+def compute_video_flow(
+    record: dict,
+    shots_result: dict,
+    flow_cfg: dict,
+    sampling_cfg: dict,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+) -> tuple[list[list], list[list], list[tuple[np.ndarray, np.ndarray]]]:
+    """Compute and store the flow of every sampled pair; return (pair rows, dropped rows, sheet)."""
+    vid, video_set = record["video_id"], record.get("set", "")
+    if shots_result.get("status") != "ok":
+        reason = shots_result.get("reason") or record.get("reason") or "rejected upstream"
+        return [], [[f"{video_set}/{vid}", "", "", "", f"video skipped: {reason}"]], []
+    pairs = pairs_for_video(shots_result, sampling_cfg)
+    if not pairs:
+        return [], [[f"{video_set}/{vid}", "", "", "", "sampling policy chose no pair"]], []
+    method = flow_cfg["method"]
+    compute = make_batch_flow_fn(method, **flow_cfg.get("backends", {}).get(method, {}))
+    resize = {
+        "short_side": flow_cfg.get("short_side"),
+        "long_side": flow_cfg.get("long_side"),
+        "upscale": flow_cfg.get("upscale", False),
+    }
+    batch_size = max(1, int(flow_cfg.get("batch_size", 1)))
+    quality = [cv2.IMWRITE_JPEG_QUALITY, int(flow_cfg["jpeg_quality"])]
+    (out_dir / "frames").mkdir(parents=True, exist_ok=True)
+    (out_dir / "flow").mkdir(parents=True, exist_ok=True)
+    rows: list[list] = []
+    dropped: list[list] = []
+    sheet: list[tuple[np.ndarray, np.ndarray]] = []
+    sheet_every = max(1, len(pairs) // max(1, int(flow_cfg["contact_sheet_pairs"])))
+
+    def flush(batch: list[tuple[Pair, np.ndarray, np.ndarray]]) -> None:
+        good = []
+        for pair, img0, img1 in batch:
+            sid = sample_id(video_set, vid, pair.shot, pair.t)
+            if img0.shape != img1.shape:
+                reason = f"frame sizes differ: {img0.shape[:2]} vs {img1.shape[:2]}"
+                dropped.append([sid, pair.shot, pair.t, pair.gap, reason])
+            else:
+                good.append((pair, img0, img1))
+        flows = compute([(a, b) for _, a, b in good]) if good else []
+        for (pair, img0, _), flow in zip(good, flows, strict=True):
+            sid = sample_id(video_set, vid, pair.shot, pair.t)
+            finite = np.isfinite(flow).all(axis=-1)
+            if not finite.all():
+                bad = 1.0 - float(finite.mean())
+                dropped.append(
+                    [sid, pair.shot, pair.t, pair.gap, f"non-finite flow in {bad:.1%} of pixels"]
+                )
+                continue
+            key = frame_key(pair.shot, pair.t)
+            frame_rel = f"frames/{key}.jpg"
+            flow_rel = f"flow/{key}_g{pair.gap:02d}.png"
+            png, n_saturated = encode_flow_png(flow, compression=int(flow_cfg["png_compression"]))
+            ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(img0, cv2.COLOR_RGB2BGR), quality)
+            if not ok:
+                raise RuntimeError("OpenCV failed to encode a JPEG")
+            atomic.write_bytes(out_dir / frame_rel, jpg.tobytes())
+            atomic.write_bytes(out_dir / flow_rel, png)
+            stats = flow_statistics(
+                flow,
+                static_threshold=flow_cfg["static_threshold"],
+                static_quantile=flow_cfg["static_quantile"],
+            )
+            h, w = flow.shape[:2]
+            rows.append(
+                [sid, vid, pair.shot, pair.t, pair.gap, frame_rel, flow_rel, h, w,
+                 stats["mean_mag"], stats["max_mag"], n_saturated / (h * w), int(stats["static"])]
+            )  # fmt: skip
+            if len(rows) % sheet_every == 0 and len(sheet) < flow_cfg["contact_sheet_pairs"]:
+                sheet.append((img0, flow))
+
+    span = max(p.t + p.gap for p in pairs) + 1 - min(p.t for p in pairs)
+    with tqdm(
+        total=span, desc=f"flow {vid}", unit="frame", mininterval=2.0, disable=not progress
+    ) as bar:
+        batch: list[tuple[Pair, np.ndarray, np.ndarray]] = []
+        try:
+            for item in _pairs_with_frames(record["path"], pairs, resize, bar):
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    flush(batch)
+                    batch = []
+        except VideoError as err:
+            dropped.append([f"{video_set}/{vid}", "", "", "", f"decoding stopped: {err}"])
+        flush(batch)
+    return rows, dropped, sheet
+
+
+def render_sheet(
+    sheet: list[tuple[np.ndarray, np.ndarray]], flow_cfg: dict, note: str
+) -> np.ndarray:
+    if sheet:
+        return contact_sheet(
+            [f for f, _ in sheet], [fl for _, fl in sheet], flow_cfg["viz_max_magnitude"]
+        )
+    # nothing to show: a small card that says why, so the report still has its entry
+    card = np.full((60, 640, 3), 255, np.uint8)
+    cv2.putText(card, note[:90], (8, 36), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return card
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--record", required=True, help="the video's ingest JSON")
+    p.add_argument("--shots", required=True, help="the video's shots JSON")
+    p.add_argument("--flow-params", required=True, help="the config's flow section as JSON")
+    p.add_argument("--sampling-params", required=True, help="the config's sampling section as JSON")
+    p.add_argument("--pairs", required=True, help="pairs.tsv to write (its folder holds the files)")
+    p.add_argument("--dropped", required=True)
+    p.add_argument("--sheet", required=True, help="contact sheet PNG")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.viz import save_png
+
+    record = json.loads(Path(args.record).read_text(encoding="utf-8"))
+    shots_result = json.loads(Path(args.shots).read_text(encoding="utf-8"))
+    flow_cfg = json.loads(args.flow_params)
+    out_dir = Path(args.pairs).parent
+    rows, dropped, sheet = compute_video_flow(
+        record, shots_result, flow_cfg, json.loads(args.sampling_params), out_dir
+    )
+    log.info("%s: %d pairs kept, %d dropped", record["video_id"], len(rows), len(dropped))
+    note = dropped[0][-1] if dropped else "no pairs"
+    save_png(args.sheet, render_sheet(sheet, flow_cfg, f"{record['video_id']}: {note}"))
+    atomic.write_tsv(args.dropped, DROPPED_COLUMNS, dropped)
+    atomic.write_tsv(
+        args.pairs, PAIR_COLUMNS, rows
+    )  # last: its presence means the folder is complete
+    return 0

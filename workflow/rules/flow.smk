@@ -1,0 +1,41 @@
+# Flow: sample training pairs per video, compute optical flow, store frames + 16-bit flow PNGs.
+
+
+FLOW_DIR = f"{RESULTS}/{{set}}/flow-{config['flow']['method']}"
+
+
+rule flow_video:
+    input:
+        record=f"{RESULTS}/{{set}}/videos/{{vid}}.json",
+        shots=f"{RESULTS}/{{set}}/shots/{{vid}}.json",
+    output:
+        pairs=f"{FLOW_DIR}/{{vid}}/pairs.tsv",
+        dropped=f"{FLOW_DIR}/{{vid}}/dropped.tsv",
+        sheet=report(
+            f"{FLOW_DIR}/{{vid}}/contact_sheet.png",
+            caption="../report/flow_contact_sheet.rst",
+            category="Optical flow",
+            subcategory="{set}",
+            labels={"set": "{set}", "video": "{vid}"},
+        ),
+    log:
+        f"{FLOW_DIR}/logs/{{vid}}.log",
+    benchmark:
+        f"{FLOW_DIR}/benchmarks/{{vid}}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    resources:
+        gpu=1 if config["flow"]["method"].startswith("raft") else 0,
+    params:
+        flow=stage_params("flow"),
+        sampling=stage_params("sampling"),
+    shell:
+        "python -m pipeline flow --record={input.record:q} --shots={input.shots:q}"
+        " --flow-params {params.flow:q} --sampling-params {params.sampling:q}"
+        " --pairs={output.pairs:q} --dropped={output.dropped:q} --sheet={output.sheet:q}"
+        " > {log:q} 2>&1"
+
+
+rule flow:
+    input:
+        per_video(f"{FLOW_DIR}/{{vid}}/pairs.tsv"),
