@@ -1,0 +1,432 @@
+"""Training data: a torch ``Dataset`` over HDF5 shard sets, CMP-style augmentation, per-method views.
+
+Reads the shards written by ``pipeline/shards.py`` (one or more sets, each an ``index.json``),
+augments each sample as the CMP authors' loader does (Zhan et al. 2019, Sec. 4 "Training
+details": the stored frames are already resized so the shorter side is 416; a random crop of
+``crop_size``, an optional random scale first, and a horizontal flip) and builds the tensors one
+pre-training method consumes:
+
+* ``cmp``: ``image`` (3,H,W) ImageNet-normalised, ``flow`` (2,H,W) px, ``sparse`` (4,H,W) from
+  guidance points sampled *online* on the augmented flow (CMP Sec. 3.2, ``pipeline.guidance``),
+  ``valid`` (1,H,W) bool;
+* ``cpfs``: ``image`` + ``flow`` log-normalised (Mahendran et al. 2018, eq. 6, M = 56) + ``valid``;
+* ``motion_masks``: ``image`` + ``trimap`` (H,W) long, 255 = ignore (Pathak et al. 2017); only
+  frames that kept a mask are used.
+
+Geometry is one affine warp per array (scale and crop together, so only the crop is resampled);
+flow vectors are multiplied by the scale and u is negated on a horizontal flip. The HDF5 files
+are opened lazily inside each worker (``ShardReader``), so the dataset pickles under fork and
+spawn. With a seed, every draw's randomness comes from the sampler in the main process, so the
+batches do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from pipeline.shards import ShardReader, read_index
+
+VIEWS = ("cmp", "cpfs", "motion_masks")
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
+IGNORE_INDEX = 255
+# CMP paper setting (YFCC / YouTube9K): NMS kernel 81, grid stride 200, at most 150 points.
+DEFAULT_GUIDANCE = {"kernel_size": 81, "grid_stride": 200, "edge_threshold": 0.1, "max_points": 150}
+_VIEW_FIELDS = {
+    "cmp": ("image", "flow"),
+    "cpfs": ("image", "flow"),
+    "motion_masks": ("image", "trimap"),
+}
+
+
+class Geometry(NamedTuple):
+    """One sample's spatial augmentation: scale, then crop at (y0, x0) in scaled pixels, then flip."""
+
+    scale: float
+    y0: int
+    x0: int
+    height: int
+    width: int
+    flip: bool
+
+
+def _crop_hw(crop_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(crop_size, (int, np.integer)):
+        crop = (int(crop_size), int(crop_size))
+    else:
+        crop = tuple(int(c) for c in crop_size)
+    if len(crop) != 2 or min(crop) < 1:
+        raise ValueError(f"crop_size must be a positive int or (height, width), got {crop_size!r}")
+    return crop  # type: ignore[return-value]
+
+
+def draw_geometry(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    *,
+    crop_size: int | Sequence[int],
+    scale_range: Sequence[float] = (1.0, 1.0),
+    flip: bool = True,
+    train: bool = True,
+) -> Geometry:
+    """Random scale in ``scale_range``, random crop, flip with p = 0.5 (train); else centre crop.
+
+    The scale is raised when needed so the scaled frame covers the crop.
+    """
+    crop_h, crop_w = _crop_hw(crop_size)
+    lo, hi = float(scale_range[0]), float(scale_range[1])
+    if not 0 < lo <= hi:
+        raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range!r}")
+    scale = float(rng.uniform(lo, hi)) if train and hi > lo else (lo if train else 1.0)
+    scale = max(scale, crop_h / height, crop_w / width)
+    free_y = max(int(np.floor(height * scale + 1e-6)) - crop_h, 0)
+    free_x = max(int(np.floor(width * scale + 1e-6)) - crop_w, 0)
+    if train:
+        y0, x0 = int(rng.integers(0, free_y + 1)), int(rng.integers(0, free_x + 1))
+        mirrored = bool(flip and rng.random() < 0.5)
+    else:
+        y0, x0, mirrored = free_y // 2, free_x // 2, False
+    return Geometry(scale, y0, x0, crop_h, crop_w, mirrored)
+
+
+def _warp(array: np.ndarray, geom: Geometry, interpolation: int) -> np.ndarray:
+    if geom.scale == 1.0:  # pure crop: exact, no resampling
+        out = array[geom.y0 : geom.y0 + geom.height, geom.x0 : geom.x0 + geom.width]
+    else:
+        # Pixel-centre convention of cv2.resize: x_dst = s * x_src + (s - 1) / 2, then the crop.
+        shift = 0.5 * (geom.scale - 1.0)
+        matrix = np.array(
+            [[geom.scale, 0.0, shift - geom.x0], [0.0, geom.scale, shift - geom.y0]], np.float64
+        )
+        out = cv2.warpAffine(
+            array,
+            matrix,
+            (geom.width, geom.height),
+            flags=interpolation,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+    if geom.flip:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
+
+
+def apply_geometry(sample: dict[str, Any], geom: Geometry) -> dict[str, Any]:
+    """Apply ``geom`` to ``image`` / ``flow`` / ``valid`` / ``trimap`` / ``soft`` where present.
+
+    Image and flow and soft mask are resampled bilinearly, ``valid`` and ``trimap`` by nearest
+    neighbour (labels must not blend). Flow vectors are scaled with the image, and u changes
+    sign on a horizontal flip.
+    """
+    out = dict(sample)
+    if sample.get("image") is not None:
+        out["image"] = _warp(sample["image"], geom, cv2.INTER_LINEAR)
+    if sample.get("flow") is not None:
+        # Vectors are in pixels of the image they belong to: they grow with it (this multiply
+        # also makes a fresh array, so the in-place negation never touches the stored sample).
+        flow = _warp(sample["flow"], geom, cv2.INTER_LINEAR) * np.float32(geom.scale)
+        if geom.flip:
+            flow[..., 0] = -flow[..., 0]
+        out["flow"] = flow
+    if sample.get("valid") is not None:
+        valid = _warp(sample["valid"].astype(np.uint8), geom, cv2.INTER_NEAREST)
+        out["valid"] = valid > 0
+    if sample.get("trimap") is not None:
+        out["trimap"] = _warp(sample["trimap"], geom, cv2.INTER_NEAREST)
+    if sample.get("soft") is not None:
+        out["soft"] = _warp(sample["soft"], geom, cv2.INTER_LINEAR)
+    return out
+
+
+def normalise_image(image: np.ndarray) -> torch.Tensor:
+    """uint8 H×W×3 RGB -> float32 (3,H,W) ImageNet-normalised."""
+    array = (image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def make_view(
+    sample: dict[str, Any],
+    view: str,
+    *,
+    rng: np.random.Generator,
+    guidance: dict[str, Any] | None = None,
+    flow_bound: float = 56.0,
+) -> dict[str, torch.Tensor]:
+    """The tensors one method consumes from one (augmented) sample; see the module docstring."""
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    out = {"image": normalise_image(sample["image"])}
+    if view == "motion_masks":
+        if sample.get("trimap") is None:
+            raise ValueError(f"sample {sample.get('sample_id')} has no trimap")
+        out["trimap"] = torch.from_numpy(sample["trimap"].astype(np.int64))
+        return out
+    flow = sample["flow"]
+    out["valid"] = torch.from_numpy(np.ascontiguousarray(sample["valid"][None]))
+    if view == "cmp":
+        from pipeline.guidance import sample_guidance, sparse_flow_input
+
+        points = sample_guidance(flow, rng=rng, **{**DEFAULT_GUIDANCE, **(guidance or {})}).points
+        sparse = sparse_flow_input(flow, points)
+        out["flow"] = torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1)))
+        out["sparse"] = torch.from_numpy(np.ascontiguousarray(sparse.transpose(2, 0, 1)))
+        return {k: out[k] for k in ("image", "flow", "sparse", "valid")}
+    from pipeline.flowio import log_normalise_flow
+
+    normalised = log_normalise_flow(flow, M=flow_bound)
+    out["flow"] = torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
+    return {k: out[k] for k in ("image", "flow", "valid")}
+
+
+class ShardDataset(Dataset):
+    """Samples of one split of one or more shard sets, augmented and shaped for ``view``.
+
+    An item is addressed by an int, or by ``(index, draw_seed)`` as yielded by
+    :class:`SeededWeightedSampler`; the draw seed fixes the augmentation and guidance of that draw.
+    """
+
+    def __init__(
+        self,
+        index_paths: Sequence[str | os.PathLike],
+        *,
+        split: str = "train",
+        view: str = "cmp",
+        crop_size: int | Sequence[int] = 384,
+        scale_range: Sequence[float] = (1.0, 1.0),
+        flip: bool = True,
+        augment: bool | None = None,
+        guidance: dict[str, Any] | None = None,
+        flow_bound: float = 56.0,
+        seed: int | None = None,
+    ) -> None:
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if isinstance(index_paths, (str, os.PathLike)):
+            index_paths = [index_paths]
+        if not index_paths:
+            raise ValueError("index_paths is empty")
+        _crop_hw(crop_size)
+        self.view, self.split, self.seed = view, split, seed
+        self.crop_size, self.scale_range, self.flip = crop_size, tuple(scale_range), flip
+        self.augment = split == "train" if augment is None else augment
+        self.guidance = {**DEFAULT_GUIDANCE, **(guidance or {})}
+        self.flow_bound = flow_bound
+        self.readers: list[ShardReader] = []  # lazy: no HDF5 handle is opened here
+        shard_ids, locals_, set_ids, self.set_sizes = [], [], [], []
+        for set_id, index_path in enumerate(index_paths):
+            path = Path(index_path)
+            root = path if path.is_dir() else path.parent
+            index = read_index(path)
+            n_set = 0
+            for entry in index["shards"]:
+                if entry["split"] != split:
+                    continue
+                keep = np.arange(entry["n_samples"])
+                if view == "motion_masks":  # only frames that kept a mask have a trimap
+                    keep = keep[np.asarray(entry["has_mask"], bool)]
+                shard_ids.append(np.full(len(keep), len(self.readers), np.int32))
+                locals_.append(keep.astype(np.int32))
+                set_ids.append(np.full(len(keep), set_id, np.int32))
+                self.readers.append(ShardReader(root / entry["file"]))
+                n_set += len(keep)
+            self.set_sizes.append(n_set)
+        concat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int32)  # noqa: E731
+        self.shard_of, self.local_of, self.set_of = map(concat, (shard_ids, locals_, set_ids))
+
+    def __len__(self) -> int:
+        return len(self.shard_of)
+
+    def sample_weights(self, weights: Sequence[float] | None = None) -> np.ndarray:
+        """Per-sample weights giving each set a share of draws proportional to its weight."""
+        n_sets = len(self.set_sizes)
+        weights = np.ones(n_sets) if weights is None else np.asarray(weights, np.float64)
+        if weights.shape != (n_sets,) or (weights < 0).any() or not np.isfinite(weights).all():
+            raise ValueError(f"weights must be {n_sets} finite non-negative numbers, got {weights}")
+        sizes = np.maximum(np.asarray(self.set_sizes, np.float64), 1.0)
+        per_sample = (weights / sizes)[self.set_of]
+        if len(per_sample) and per_sample.sum() <= 0:
+            raise ValueError("weights put zero probability on every sample")
+        return per_sample
+
+    def read(self, i: int) -> dict[str, Any]:
+        """The decoded, un-augmented sample ``i``."""
+        reader = self.readers[self.shard_of[i]]
+        return reader.read_sample(int(self.local_of[i]), fields=_VIEW_FIELDS[self.view])
+
+    def _rng(self, i: int, draw_seed: int | None) -> np.random.Generator:
+        if draw_seed is not None:
+            return np.random.default_rng(draw_seed)
+        if self.seed is not None or not self.augment:
+            # Validation is deterministic even without a seed: the same crops every epoch.
+            return np.random.default_rng([self.seed or 0, i])
+        return np.random.default_rng()
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        i, draw_seed = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), None)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range ({len(self)} samples)")
+        rng = self._rng(i, draw_seed)
+        sample = self.read(i)
+        geom = draw_geometry(
+            rng,
+            sample["height"],
+            sample["width"],
+            crop_size=self.crop_size,
+            scale_range=self.scale_range,
+            flip=self.flip,
+            train=self.augment,
+        )
+        sample = apply_geometry(sample, geom)
+        return make_view(
+            sample, self.view, rng=rng, guidance=self.guidance, flow_bound=self.flow_bound
+        )
+
+
+class SeededWeightedSampler(Sampler):
+    """Weighted sampling with replacement that also hands each draw its own augmentation seed.
+
+    Equivalent to ``WeightedRandomSampler`` for the indices; the extra seed (drawn here, in the
+    main process) makes the augmentation independent of which worker decodes the sample.
+    A new epoch (each ``iter``) draws new indices and seeds.
+    """
+
+    def __init__(
+        self, weights: np.ndarray, num_samples: int | None = None, seed: int | None = None
+    ) -> None:
+        self.weights = torch.as_tensor(np.asarray(weights, np.float64))
+        self.num_samples = len(self.weights) if num_samples is None else int(num_samples)
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        self.seed = int(np.random.SeedSequence().entropy % 2**62) if seed is None else int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1
+        indices = torch.multinomial(self.weights, self.num_samples, True, generator=generator)
+        seeds = torch.randint(0, 2**62, (self.num_samples,), generator=generator)
+        yield from zip(indices.tolist(), seeds.tolist(), strict=True)
+
+
+def _worker_init(_: int) -> None:
+    # One OpenCV thread per worker: the DataLoader already parallelises across samples.
+    cv2.setNumThreads(1)
+
+
+class ShardDataModule(pl.LightningDataModule):
+    """Train / val loaders over weighted shard sets for one ``view`` (``cmp``, ``cpfs``, ...)."""
+
+    def __init__(
+        self,
+        index_paths: Sequence[str | os.PathLike],
+        weights: Sequence[float] | None = None,
+        *,
+        view: str = "cmp",
+        crop_size: int | Sequence[int] = 384,
+        scale_range: Sequence[float] = (1.0, 1.0),
+        flip: bool = True,
+        batch_size: int = 16,
+        val_batch_size: int | None = None,
+        num_workers: int = 4,
+        guidance: dict[str, Any] | None = None,
+        flow_bound: float = 56.0,
+        seed: int | None = 0,
+        samples_per_epoch: int | None = None,
+        multiprocessing_context: str | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError("batch_size must be >= 1 and num_workers >= 0")
+        if multiprocessing_context not in (None, "fork", "spawn", "forkserver"):
+            raise ValueError(f"unknown multiprocessing_context {multiprocessing_context!r}")
+        self.index_paths = [index_paths] if isinstance(index_paths, str) else list(index_paths)
+        self.weights = None if weights is None else list(weights)
+        if self.weights is not None and len(self.weights) != len(self.index_paths):
+            raise ValueError("weights must have one entry per index path")
+        self.view, self.batch_size, self.num_workers = view, batch_size, num_workers
+        self.val_batch_size = val_batch_size or batch_size
+        self.seed, self.samples_per_epoch = seed, samples_per_epoch
+        self.multiprocessing_context, self.pin_memory = multiprocessing_context, pin_memory
+        self.dataset_kwargs = {
+            "view": view,
+            "crop_size": crop_size,
+            "scale_range": tuple(scale_range),
+            "flip": flip,
+            "guidance": guidance,
+            "flow_bound": flow_bound,
+            "seed": seed,
+        }
+        self.train_set: ShardDataset | None = None
+        self.val_set: ShardDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = ShardDataset(self.index_paths, split="train", **self.dataset_kwargs)
+            self.val_set = ShardDataset(self.index_paths, split="val", **self.dataset_kwargs)
+            if len(self.train_set) == 0:
+                raise ValueError(f"no training samples in {self.index_paths} for view {self.view}")
+
+    def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
+            worker_init_fn=_worker_init if workers > 0 else None,
+            pin_memory=self.pin_memory,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        assert self.train_set is not None
+        sampler = SeededWeightedSampler(
+            self.train_set.sample_weights(self.weights),
+            num_samples=self.samples_per_epoch or len(self.train_set),
+            seed=self.seed,
+        )
+        # drop_last: a trailing batch of one breaks BatchNorm statistics.
+        drop_last = len(sampler) >= self.batch_size
+        return self._loader(self.train_set, self.batch_size, sampler=sampler, drop_last=drop_last)
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.setup()
+        if self.val_set is None or len(self.val_set) == 0:
+            return []  # a single-video set has no validation split; Lightning skips validation
+        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+
+
+class CMPDataModule(ShardDataModule):
+    """:class:`ShardDataModule` with the ``cmp`` view (the batch contract of ``models/train.py``)."""
+
+    def __init__(
+        self,
+        index_paths: Sequence[str | os.PathLike],
+        weights: Sequence[float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.pop("view", "cmp") != "cmp":
+            raise ValueError("CMPDataModule serves the 'cmp' view only; use ShardDataModule")
+        super().__init__(index_paths, weights, view="cmp", **kwargs)
