@@ -305,22 +305,27 @@ def adaptive_cuts(
     min_shot_len = _positive_int("min_shot_len", min_shot_len)
     scores = np.asarray(scores, dtype=np.float64)
     n = len(scores)
+    # mean of the scores of the `window` frames on each side (frame 0 has no score of its own)
+    index = np.arange(n)
+    total = np.concatenate([[0.0], np.cumsum(scores)])
+    left_start = np.maximum(1, index - window)
+    right_end = np.minimum(n, index + 1 + window)
+    count = (index - left_start) + (right_end - np.minimum(index + 1, n))
+    neighbour_sum = (total[index] - total[left_start]) + (
+        total[right_end] - total[np.minimum(index + 1, n)]
+    )
+    level = np.where(count > 0, neighbour_sum / np.maximum(count, 1), 0.0)
+    ratio = scores / np.maximum(level, 1e-6)
+    candidates = np.flatnonzero((scores >= min_score) & (ratio >= threshold) & (index >= 1))
     cuts: list[int] = []
     strengths: list[float] = []
-    for index in range(1, n):
-        neighbours = np.concatenate(
-            [scores[max(1, index - window) : index], scores[index + 1 : index + 1 + window]]
-        )
-        level = float(neighbours.mean()) if neighbours.size else 0.0
-        ratio = scores[index] / max(level, 1e-6)
-        if scores[index] < min_score or ratio < threshold:
+    for candidate in candidates.tolist():
+        if cuts and candidate - cuts[-1] < min_shot_len:
+            if ratio[candidate] > strengths[-1]:
+                cuts[-1], strengths[-1] = candidate, float(ratio[candidate])
             continue
-        if cuts and index - cuts[-1] < min_shot_len:
-            if ratio > strengths[-1]:
-                cuts[-1], strengths[-1] = index, ratio
-            continue
-        cuts.append(index)
-        strengths.append(ratio)
+        cuts.append(candidate)
+        strengths.append(float(ratio[candidate]))
     return cuts
 
 

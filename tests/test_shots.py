@@ -249,3 +249,16 @@ def test_single_frame_and_static_video_have_no_cuts():
     for method in ("kts", "content"):
         assert shots.detect_cuts(iter(still[:1]), method=method) == []
         assert shots.detect_cuts(iter(still), method=method) == []
+
+
+def test_adaptive_cuts_ratio_floor_and_min_shot_len():
+    scores = np.ones(30)
+    scores[0] = 0.0
+    scores[[10, 14]] = [30.0, 60.0]
+    scores[22] = 2.5  # a relative jump (ratio 2.5 < 3) and below the floor
+    assert shots.adaptive_cuts(scores, min_score=5, min_shot_len=4) == [10, 14]
+    # closer than min_shot_len: the stronger candidate wins
+    assert shots.adaptive_cuts(scores, min_score=5, min_shot_len=5) == [14]
+    # the floor: a huge ratio on a tiny score is no cut
+    assert shots.adaptive_cuts(scores / 20, min_score=5, min_shot_len=4) == []
+    assert shots.adaptive_cuts(scores, min_score=5, threshold=100) == []
