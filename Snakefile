@@ -12,6 +12,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/shots.smk"
 include: "workflow/rules/flow.smk"
+include: "workflow/rules/guidance.smk"
 
 
 rule all:
@@ -20,3 +21,4 @@ rule all:
         rules.ingest.input,
         rules.shots.input,
         rules.flow.input,
+        rules.guidance.input,
