@@ -1,0 +1,346 @@
+"""Conditional Motion Propagation (Zhan et al., CVPR 2019): model parts and the quantised-flow loss.
+
+One small module per part of the paper's Fig. 2 / Sec. 3.1:
+
+* ``ImageEncoder`` — a stride-8 backbone (``models.backbones``) plus one 1x1 conv to 256 channels.
+* ``SparseMotionEncoder`` — two Conv-BN-ReLU-Pool blocks on the 4-channel guidance (sparse dx, dy
+  and the point mask twice, as in the authors' code), 16 channels, pooled to the encoder stride.
+* ``DenseMotionDecoder`` — propagation nets at strides {1, 2, 4} (max-pool, two Conv3x3-BN-ReLU of
+  128 channels), upsampled to the encoder resolution, concatenated, fused by a 1x1 conv into 2·C
+  logits (C bins for dx, then C bins for dy).
+
+Loss (Sec. 3.1, Eq. 1): the target flow is clipped to ±``max_flow`` and cut into ``num_bins`` equal
+bins per axis; cross-entropy on x plus cross-entropy on y, with the stride-8 logits upsampled
+bilinearly to the target resolution, averaged over all (valid) pixels. The prediction shown to
+people is the softmax expectation over bin centres. Defaults C = 99, max_flow = 50 px follow the
+authors' configs (REFERENCE.md, "CMP"). New layers are Xavier-initialised, as in the paper.
+
+Shapes: image ``(B, 3, H, W)``, sparse ``(B, 4, H, W)`` with H, W multiples of 8 → logits
+``(B, 2·C, H/8, W/8)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.backbones import OUTPUT_STRIDE, build_backbone, xavier_init_
+
+__all__ = [
+    "CMP",
+    "DenseMotionDecoder",
+    "ImageEncoder",
+    "SparseMotionEncoder",
+    "bin_centres",
+    "bins_to_flow_expectation",
+    "cmp_loss",
+    "cmp_model",
+    "flow_to_bins",
+    "predict_flow",
+]
+
+SPARSE_CHANNELS = 4  # dx, dy, mask, mask
+
+
+# --------------------------------------------------------------------------- quantisation
+
+
+def _check_bins(num_bins: int, max_flow: float) -> None:
+    if num_bins < 2:
+        raise ValueError(f"num_bins must be >= 2, got {num_bins}")
+    if not max_flow > 0:
+        raise ValueError(f"max_flow must be > 0, got {max_flow}")
+
+
+def bin_centres(
+    num_bins: int = 99,
+    max_flow: float = 50.0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Centres of the ``num_bins`` equal bins covering [-max_flow, max_flow], shape (C,).
+
+    With an odd ``num_bins`` the middle bin is centred on zero motion exactly.
+    """
+    _check_bins(num_bins, max_flow)
+    step = 2.0 * max_flow / num_bins
+    # float64 arithmetic so the middle centre is 0 to float32 precision.
+    centres = -max_flow + (torch.arange(num_bins, dtype=torch.float64) + 0.5) * step
+    return centres.to(device=device, dtype=dtype)
+
+
+def flow_to_bins(flow: torch.Tensor, num_bins: int = 99, max_flow: float = 50.0) -> torch.Tensor:
+    """Quantise flow (any shape, px) to bin indices in [0, num_bins) after clipping to ±max_flow.
+
+    Values beyond the range land in the edge bins (the paper's "loose boundary").
+    """
+    _check_bins(num_bins, max_flow)
+    if not torch.is_floating_point(flow):
+        raise ValueError(f"flow must be a floating tensor, got {flow.dtype}")
+    step = 2.0 * max_flow / num_bins
+    index = torch.floor((flow.float().clamp(-max_flow, max_flow) + max_flow) / step)
+    # +max_flow maps to index num_bins; it belongs to the last bin.
+    return index.clamp_(0, num_bins - 1).long()
+
+
+def _full_precision(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half / bfloat16 (softmax over 99 bins under autocast); float64 stays."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _split_logits(logits: torch.Tensor, num_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if logits.ndim != 4 or logits.shape[1] != 2 * num_bins:
+        raise ValueError(
+            f"logits must be (B, 2*num_bins={2 * num_bins}, h, w), got {tuple(logits.shape)}"
+        )
+    return logits[:, :num_bins], logits[:, num_bins:]
+
+
+def bins_to_flow_expectation(
+    logits: torch.Tensor, num_bins: int = 99, max_flow: float = 50.0
+) -> torch.Tensor:
+    """Flow (B, 2, h, w) in px as the softmax expectation over bin centres, per axis."""
+    logits_x, logits_y = _split_logits(logits, num_bins)
+    logits_x, logits_y = _full_precision(logits_x), _full_precision(logits_y)
+    centres = bin_centres(num_bins, max_flow, logits.device, logits_x.dtype)
+    centres = centres.view(1, num_bins, 1, 1)
+    # Softmax in float32 at least: bf16 probabilities would quantise the expectation visibly.
+    flow_x = (logits_x.softmax(dim=1) * centres).sum(dim=1)
+    flow_y = (logits_y.softmax(dim=1) * centres).sum(dim=1)
+    return torch.stack([flow_x, flow_y], dim=1)
+
+
+def _upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    # align_corners=False: the stride-8 cells are centred on 8x8 pixel blocks.
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def cmp_loss(
+    logits: torch.Tensor,
+    target_flow: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    num_bins: int = 99,
+    max_flow: float = 50.0,
+) -> torch.Tensor:
+    """CMP's quantised-flow loss: CE(x) + CE(y), averaged over pixels (Eq. 1, equal weights).
+
+    logits: (B, 2·C, h, w), upsampled bilinearly to the target size when smaller.
+    target_flow: (B, 2, H, W) in px. valid: optional (B, 1, H, W) or (B, H, W) bool; pixels where
+    it is False are left out (a batch with no valid pixel gives a zero loss that still has a graph).
+    """
+    if target_flow.ndim != 4 or target_flow.shape[1] != 2:
+        raise ValueError(f"target_flow must be (B, 2, H, W), got {tuple(target_flow.shape)}")
+    if logits.shape[0] != target_flow.shape[0]:
+        raise ValueError(
+            f"batch sizes differ: logits {logits.shape[0]}, target {target_flow.shape[0]}"
+        )
+    logits_x, logits_y = _split_logits(logits, num_bins)
+    size = target_flow.shape[-2:]
+    bins = flow_to_bins(target_flow, num_bins, max_flow)
+    # Cross-entropy in float32 even under bf16 autocast (log-softmax over 99 bins).
+    ce_x = F.cross_entropy(_full_precision(_upsample(logits_x, size)), bins[:, 0], reduction="none")
+    ce_y = F.cross_entropy(_full_precision(_upsample(logits_y, size)), bins[:, 1], reduction="none")
+    per_pixel = ce_x + ce_y
+    if valid is None:
+        return per_pixel.mean()
+    if valid.ndim == 4:
+        if valid.shape[1] != 1:
+            raise ValueError(f"valid must be (B, 1, H, W) or (B, H, W), got {tuple(valid.shape)}")
+        valid = valid[:, 0]
+    if valid.shape != per_pixel.shape:
+        raise ValueError(
+            f"valid shape {tuple(valid.shape)} does not match target {tuple(per_pixel.shape)}"
+        )
+    weight = valid.to(per_pixel.dtype)
+    return (per_pixel * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def predict_flow(
+    logits: torch.Tensor,
+    output_size: Sequence[int] | None = None,
+    num_bins: int = 99,
+    max_flow: float = 50.0,
+) -> torch.Tensor:
+    """Dense flow (B, 2, H, W) in px of the input image: expectation flow, upsampled bilinearly.
+
+    The bins are defined in input-image pixels, so upsampling needs no rescaling of the values.
+    """
+    flow = bins_to_flow_expectation(logits, num_bins, max_flow)
+    return flow if output_size is None else _upsample(flow, output_size)
+
+
+# --------------------------------------------------------------------------- model parts
+
+
+class ImageEncoder(nn.Module):
+    """Backbone trunk + 1x1 conv to ``out_channels`` (256 in the paper, Sec. 3.1 / Fig. 9)."""
+
+    def __init__(self, trunk: nn.Module, trunk_channels: int, out_channels: int = 256) -> None:
+        super().__init__()
+        if trunk_channels < 1 or out_channels < 1:
+            raise ValueError("trunk_channels and out_channels must be >= 1")
+        self.trunk = trunk
+        self.project = nn.Conv2d(trunk_channels, out_channels, kernel_size=1)
+        self.out_channels = out_channels
+        xavier_init_(self.project)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.project(self.trunk(image))
+
+
+class SparseMotionEncoder(nn.Module):
+    """Two Conv-BN-ReLU-Pool blocks on the guidance (Sec. 3.1): conv5x5 → max-pool, conv3x3 →
+    avg-pool. ``pool_strides`` multiply to the image encoder's stride (4·2 = 8)."""
+
+    def __init__(
+        self,
+        in_channels: int = SPARSE_CHANNELS,
+        out_channels: int = 16,
+        pool_strides: tuple[int, int] = (4, 2),
+    ) -> None:
+        super().__init__()
+        if len(pool_strides) != 2 or min(pool_strides) < 1:
+            raise ValueError(f"pool_strides must be two ints >= 1, got {pool_strides}")
+        first, second = pool_strides
+        self.block1 = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, kernel_size=5, padding=2),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=first, stride=first),
+        )
+        self.block2 = nn.Sequential(
+            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(kernel_size=second, stride=second),
+        )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = first * second
+        xavier_init_(self)
+
+    def forward(self, sparse: torch.Tensor) -> torch.Tensor:
+        return self.block2(self.block1(sparse))
+
+
+class PropagationNet(nn.Module):
+    """Max-pool by ``stride``, then two Conv3x3-BN-ReLU; output upsampled back (Sec. 3.1)."""
+
+    def __init__(self, in_channels: int, stride: int, channels: int = 128) -> None:
+        super().__init__()
+        if stride < 1:
+            raise ValueError(f"propagation stride must be >= 1, got {stride}")
+        self.stride = stride
+        # ceil_mode keeps the border cells when the map is not a multiple of the stride.
+        self.pool = (
+            nn.MaxPool2d(stride, stride=stride, ceil_mode=True) if stride > 1 else nn.Identity()
+        )
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_channels, channels, kernel_size=3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return _upsample(self.convs(self.pool(features)), features.shape[-2:])
+
+
+class DenseMotionDecoder(nn.Module):
+    """Propagation nets at several strides + a 1x1 fusion conv to 2·C logits (Sec. 3.1, Fig. 5:
+    strides {1, 2, 4} transferred best)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_bins: int = 99,
+        strides: Sequence[int] = (1, 2, 4),
+        channels: int = 128,
+    ) -> None:
+        super().__init__()
+        strides = tuple(int(s) for s in strides)
+        if not strides or len(set(strides)) != len(strides):
+            raise ValueError(f"strides must be a non-empty list of distinct ints, got {strides}")
+        self.branches = nn.ModuleList(PropagationNet(in_channels, s, channels) for s in strides)
+        self.fusion = nn.Conv2d(channels * len(strides), 2 * num_bins, kernel_size=1)
+        self.strides = strides
+        self.num_bins = num_bins
+        xavier_init_(self)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fusion(torch.cat([branch(features) for branch in self.branches], dim=1))
+
+
+class CMP(nn.Module):
+    """Image encoder + sparse motion encoder → concatenation → dense motion decoder → logits."""
+
+    def __init__(
+        self,
+        image_encoder: ImageEncoder,
+        sparse_encoder: SparseMotionEncoder,
+        decoder: DenseMotionDecoder,
+        max_flow: float = 50.0,
+        stride: int = OUTPUT_STRIDE,
+    ) -> None:
+        super().__init__()
+        expected = image_encoder.out_channels + sparse_encoder.out_channels
+        first_conv = decoder.branches[0].convs[0]
+        if first_conv.in_channels != expected:
+            raise ValueError(
+                f"decoder takes {first_conv.in_channels} channels, encoders give {expected}"
+            )
+        if sparse_encoder.stride != stride:
+            raise ValueError(f"sparse encoder stride {sparse_encoder.stride} != model {stride}")
+        _check_bins(decoder.num_bins, max_flow)
+        self.image_encoder = image_encoder
+        self.sparse_encoder = sparse_encoder
+        self.decoder = decoder
+        self.num_bins = decoder.num_bins
+        self.max_flow = float(max_flow)
+        self.stride = stride
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The trunk that is exported after pretraining."""
+        return self.image_encoder.trunk
+
+    def forward(self, image: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
+        expected_sparse = (image.shape[0], self.sparse_encoder.in_channels, *image.shape[-2:])
+        if tuple(sparse.shape) != expected_sparse:
+            raise ValueError(f"sparse must be {expected_sparse}, got {tuple(sparse.shape)}")
+        height, width = image.shape[-2:]
+        if height % self.stride or width % self.stride:
+            raise ValueError(f"image size {height}x{width} is not a multiple of {self.stride}")
+        features = torch.cat([self.image_encoder(image), self.sparse_encoder(sparse)], dim=1)
+        return self.decoder(features)
+
+
+def cmp_model(
+    backbone: str = "resnet50",
+    num_bins: int = 99,
+    max_flow: float = 50.0,
+    image_channels: int = 256,
+    sparse_channels: int = 16,
+    sparse_pool_strides: tuple[int, int] = (4, 2),
+    decoder_strides: Sequence[int] = (1, 2, 4),
+    decoder_channels: int = 128,
+    backbone_kwargs: dict | None = None,
+) -> CMP:
+    """CMP as in the paper (defaults: ResNet-50 OS8, 256 + 16 channels, strides {1,2,4}, C=99,
+    ±50 px). ``backbone_kwargs`` go to ``build_backbone`` (e.g. alexnet ``fc_channels``)."""
+    trunk, trunk_channels = build_backbone(backbone, **(backbone_kwargs or {}))
+    image_encoder = ImageEncoder(trunk, trunk_channels, image_channels)
+    sparse_encoder = SparseMotionEncoder(SPARSE_CHANNELS, sparse_channels, sparse_pool_strides)
+    decoder = DenseMotionDecoder(
+        image_channels + sparse_channels, num_bins, decoder_strides, decoder_channels
+    )
+    return CMP(image_encoder, sparse_encoder, decoder, max_flow=max_flow)

@@ -1,0 +1,143 @@
+"""CMP parts and the quantised-flow loss: known minima, round trips, shapes, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from models.cmp import (
+    bin_centres,
+    bins_to_flow_expectation,
+    cmp_loss,
+    cmp_model,
+    flow_to_bins,
+    predict_flow,
+)
+
+C, FMAX = 99, 50.0
+
+
+def _peaked_logits(flow: torch.Tensor, num_bins: int = C, max_flow: float = FMAX) -> torch.Tensor:
+    """Logits with a +40 spike at the true bin of each pixel and axis."""
+    bins = flow_to_bins(flow, num_bins, max_flow)  # (B, 2, H, W)
+    x = torch.nn.functional.one_hot(bins[:, 0], num_bins).permute(0, 3, 1, 2)
+    y = torch.nn.functional.one_hot(bins[:, 1], num_bins).permute(0, 3, 1, 2)
+    return 40.0 * torch.cat([x, y], dim=1).float()
+
+
+def test_bin_centres_are_symmetric_with_zero_in_the_middle() -> None:
+    centres = bin_centres(C, FMAX)
+    assert centres.shape == (C,)
+    assert centres[C // 2].item() == pytest.approx(0.0, abs=1e-6)
+    assert torch.allclose(centres, -centres.flip(0), atol=1e-5)
+    assert centres[0] > -FMAX and centres[-1] < FMAX
+
+
+def test_flow_to_bins_round_trip_and_clipping() -> None:
+    centres = bin_centres(C, FMAX)
+    assert torch.equal(flow_to_bins(centres), torch.arange(C))
+    edges = flow_to_bins(torch.tensor([-1e4, -FMAX, FMAX, 1e4, float("inf")]))
+    assert edges.tolist() == [0, 0, C - 1, C - 1, C - 1]
+    step = 2 * FMAX / C
+    assert flow_to_bins(torch.tensor([0.49 * step, 0.51 * step])).tolist() == [49, 50]
+    with pytest.raises(ValueError, match="floating"):
+        flow_to_bins(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="num_bins"):
+        flow_to_bins(torch.zeros(3), num_bins=1)
+
+
+def test_expectation_of_a_one_hot_is_the_bin_centre() -> None:
+    flow = torch.tensor([[-37.3, 0.2], [12.9, 49.0]]).view(1, 2, 1, 2)
+    expectation = bins_to_flow_expectation(_peaked_logits(flow))
+    expected = bin_centres()[flow_to_bins(flow)]
+    assert torch.allclose(expectation, expected, atol=1e-4)
+    # Quantisation error is at most half a bin.
+    assert (expectation - flow).abs().max() <= FMAX / C + 1e-4
+
+
+def test_loss_is_zero_at_the_true_bins_and_2logC_when_uniform() -> None:
+    generator = torch.Generator().manual_seed(0)
+    flow = (torch.rand(2, 2, 8, 8, generator=generator) - 0.5) * 80
+    assert cmp_loss(_peaked_logits(flow), flow).item() < 1e-6
+    uniform = torch.zeros(2, 2 * C, 8, 8)
+    assert cmp_loss(uniform, flow).item() == pytest.approx(2 * math.log(C), rel=1e-5)
+
+
+def test_loss_upsamples_low_resolution_logits() -> None:
+    # A constant flow: peaked logits at 1/8 resolution upsample to peaked logits everywhere.
+    flow = torch.full((1, 2, 32, 32), 7.0)
+    flow[:, 1] = -3.0
+    logits = _peaked_logits(flow[:, :, ::8, ::8])
+    assert logits.shape[-2:] == (4, 4)
+    assert cmp_loss(logits, flow).item() < 1e-6
+    assert torch.allclose(predict_flow(logits, (32, 32)), bin_centres()[flow_to_bins(flow)])
+
+
+def test_valid_mask_excludes_pixels() -> None:
+    flow = torch.zeros(1, 2, 4, 4)
+    logits = _peaked_logits(flow)
+    wrong = flow.clone()
+    wrong[..., :2, :] = 30.0  # the target disagrees with the logits in the top half
+    valid = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    valid[..., 2:, :] = True
+    assert cmp_loss(logits, wrong).item() > 10
+    assert cmp_loss(logits, wrong, valid=valid).item() < 1e-6
+    none_valid = torch.zeros_like(valid)
+    zero = cmp_loss(logits.requires_grad_(), wrong, valid=none_valid)
+    assert zero.item() == 0.0
+    zero.backward()  # still differentiable
+    with pytest.raises(ValueError, match="valid"):
+        cmp_loss(logits, wrong, valid=torch.ones(1, 2, 4, 4, dtype=torch.bool))
+
+
+def test_loss_and_expectation_pass_gradcheck() -> None:
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(1, 10, 3, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    flow = (torch.rand(1, 2, 6, 6, generator=generator, dtype=torch.float64) - 0.5) * 8
+    valid = torch.rand(1, 1, 6, 6, generator=generator) > 0.3
+    assert torch.autograd.gradcheck(
+        lambda x: cmp_loss(x, flow, valid=valid, num_bins=5, max_flow=4.0), (logits,)
+    )
+    assert torch.autograd.gradcheck(
+        lambda x: predict_flow(x, (6, 6), num_bins=5, max_flow=4.0), (logits,)
+    )
+
+
+def test_bad_loss_inputs_raise() -> None:
+    flow = torch.zeros(2, 2, 8, 8)
+    with pytest.raises(ValueError, match="2\\*num_bins"):
+        cmp_loss(torch.zeros(2, 10, 8, 8), flow)
+    with pytest.raises(ValueError, match="target_flow"):
+        cmp_loss(torch.zeros(2, 2 * C, 8, 8), torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="batch sizes"):
+        cmp_loss(torch.zeros(1, 2 * C, 8, 8), flow)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "kwargs"), [("resnet18", {}), ("alexnet", {"fc_channels": 16})]
+)
+def test_cmp_forward_shapes(backbone: str, kwargs: dict) -> None:
+    model = cmp_model(backbone, backbone_kwargs=kwargs, decoder_strides=(1, 2, 4, 8)).eval()
+    image, sparse = torch.randn(2, 3, 64, 80), torch.zeros(2, 4, 64, 80)
+    with torch.no_grad():
+        logits = model(image, sparse)
+    assert logits.shape == (2, 2 * C, 8, 10)
+    flow = predict_flow(logits, (64, 80), model.num_bins, model.max_flow)
+    assert flow.shape == (2, 2, 64, 80)
+    assert flow.abs().max() < FMAX
+
+
+def test_cmp_rejects_bad_inputs() -> None:
+    model = cmp_model("alexnet", backbone_kwargs={"fc_channels": 8}, num_bins=9)
+    with pytest.raises(ValueError, match="image must be"):
+        model(torch.zeros(1, 1, 64, 64), torch.zeros(1, 4, 64, 64))
+    with pytest.raises(ValueError, match="sparse must be"):
+        model(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        model(torch.zeros(1, 3, 60, 64), torch.zeros(1, 4, 60, 64))
+    with pytest.raises(ValueError, match="strides"):
+        cmp_model("alexnet", backbone_kwargs={"fc_channels": 8}, decoder_strides=())
+    with pytest.raises(ValueError, match="max_flow"):
+        cmp_model("alexnet", backbone_kwargs={"fc_channels": 8}, max_flow=0.0)
