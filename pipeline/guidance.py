@@ -143,7 +143,7 @@ def watershed_map(edge_mask: np.ndarray) -> np.ndarray:
     """
     if not edge_mask.any():
         return np.zeros(edge_mask.shape, np.float32)
-    non_edge = np.logical_not(edge_mask).astype(np.uint8)
+    non_edge = np.logical_not(edge_mask).view(np.uint8)  # bool is one byte of 0 / 1
     return cv2.distanceTransform(non_edge, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
@@ -159,10 +159,16 @@ def nms_candidates(score: np.ndarray, kernel_size: int) -> np.ndarray:
     # image, which for a maximum equals scipy's reflect mode (mirrored pixels are inside).
     local_max = cv2.dilate(score, np.ones((1, kernel_size), np.uint8))
     local_max = cv2.dilate(local_max, np.ones((kernel_size, 1), np.uint8))
-    keep = (score == local_max) & (score > 0)
-    keep[0, :] = keep[-1, :] = False
-    keep[:, 0] = keep[:, -1] = False
-    return np.argwhere(keep).astype(np.int32)
+    # OpenCV's compare / findNonZero do in ~0.05 ms what numpy's == / argwhere do in ~0.4 ms.
+    keep = cv2.bitwise_and(
+        cv2.compare(score, local_max, cv2.CMP_EQ), cv2.compare(score, 0.0, cv2.CMP_GT)
+    )
+    keep[0, :] = keep[-1, :] = 0
+    keep[:, 0] = keep[:, -1] = 0
+    found = cv2.findNonZero(keep)  # (x, y) pairs, or None when empty
+    if found is None:
+        return np.zeros((0, 2), np.int32)
+    return np.ascontiguousarray(found.reshape(-1, 2)[:, ::-1], dtype=np.int32)
 
 
 def _greedy_pairwise(points: np.ndarray, order: np.ndarray, min_gap: int) -> np.ndarray:
