@@ -58,7 +58,8 @@ def encode_flow_png(
     components lie in [PNG_FLOW_MIN, PNG_FLOW_MAX]. Out-of-range components saturate to the
     nearest code, their pixel is marked invalid and counted in n_saturated. Non-finite pixels are
     stored as zero flow and marked invalid (not counted as saturated). `compression` is the zlib
-    level 0-9 (3 is nearly as small as 9 on flow and several times faster).
+    level 0-9 (on DIS flow of a real clip, 3 gives ~10% of float32 size against ~8% for 9, at a
+    small fraction of the time).
     """
     flow = _check_flow(flow)
     h, w = flow.shape[:2]
@@ -72,12 +73,19 @@ def encode_flow_png(
     if not 0 <= compression <= 9:
         raise ValueError(f"PNG compression must be in 0..9, got {compression}")
 
-    flow64 = flow.astype(np.float64)
-    finite = np.isfinite(flow64).all(axis=2)
-    flow64 = np.where(finite[..., None], flow64, 0.0)
-    in_range = ((flow64 >= PNG_FLOW_MIN) & (flow64 <= PNG_FLOW_MAX)).all(axis=2)
+    if flow.dtype.itemsize < 4:  # float16 cannot hold the codes exactly
+        flow = flow.astype(np.float32)
+    u, v = flow[..., 0], flow[..., 1]
+    finite = np.isfinite(u) & np.isfinite(v)
+    # NaN compares false, so non-finite pixels are never in range; the bounds are exact floats.
+    in_range = (u >= PNG_FLOW_MIN) & (u <= PNG_FLOW_MAX) & (v >= PNG_FLOW_MIN) & (v <= PNG_FLOW_MAX)
     saturated = finite & ~in_range
-    codes = np.clip(np.rint(flow64 * PNG_SCALE + PNG_OFFSET), 0, 65535).astype(np.uint16)
+    # Multiplying by 64 and rounding are exact in any float type, and so is adding the offset to
+    # an integer-valued code, so the error stays within half a code step (1/128 px).
+    with np.errstate(over="ignore", invalid="ignore"):
+        steps = np.clip(np.rint(flow * PNG_SCALE), -PNG_OFFSET, 65535 - PNG_OFFSET)
+    steps[~finite] = 0.0
+    codes = (steps + PNG_OFFSET).astype(np.uint16)
 
     image = np.empty((h, w, 3), dtype=np.uint16)
     # OpenCV writes BGR: channel order (valid, v, u) on its side is (u, v, valid) in the PNG's RGB.
