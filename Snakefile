@@ -13,6 +13,7 @@ include: "workflow/rules/ingest.smk"
 include: "workflow/rules/shots.smk"
 include: "workflow/rules/flow.smk"
 include: "workflow/rules/guidance.smk"
+include: "workflow/rules/masks.smk"
 
 
 rule all:
@@ -22,3 +23,4 @@ rule all:
         rules.shots.input,
         rules.flow.input,
         rules.guidance.input,
+        rules.masks.input,

