@@ -14,6 +14,7 @@ include: "workflow/rules/shots.smk"
 include: "workflow/rules/flow.smk"
 include: "workflow/rules/guidance.smk"
 include: "workflow/rules/masks.smk"
+include: "workflow/rules/shards.smk"
 
 
 rule all:
@@ -24,3 +25,4 @@ rule all:
         rules.flow.input,
         rules.guidance.input,
         rules.masks.input,
+        rules.shards.input,

@@ -1,0 +1,89 @@
+"""Shards stage: pack a video set's loose stage outputs into HDF5 shards (pipeline.shards).
+
+Gathers, per video, the flow stage's folder (frames + flow PNGs + pairs.tsv), the masks stage's
+folder (soft masks, trimaps, kept frames) and the guidance file, and writes ``shard-NNNNN.h5``
+files plus ``index.json`` with the train / validation split by video. ``validate-shards`` re-reads
+every sample and exits non-zero on any corrupt one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from pipeline.shards import VideoInput, main_validate, write_shards
+
+log = logging.getLogger(__name__)
+
+
+def video_inputs(
+    video_ids: list[str], flow_root: Path, masks_root: Path | None, guidance_root: Path | None
+) -> list[VideoInput]:
+    """Where each video's loose outputs live; a part that does not exist is left out.
+
+    Videos without a single stored pair (rejected upstream, with their reasons in rejected.tsv and
+    dropped.tsv) are left out, so they cannot take a place in the validation split.
+    """
+    inputs = []
+    for vid in video_ids:
+        pairs = flow_root / vid / "pairs.tsv"
+        if len(pairs.read_text(encoding="utf-8").splitlines()) < 2:
+            log.info("%s: no stored pair, not packed", vid)
+            continue
+        masks = (
+            masks_root / vid if masks_root and (masks_root / vid / "frames.tsv").exists() else None
+        )
+        guidance = guidance_root / f"{vid}.npz" if guidance_root else None
+        inputs.append(
+            VideoInput(
+                vid, flow_root / vid, masks, guidance if guidance and guidance.exists() else None
+            )
+        )
+    return inputs
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("video_ids", nargs="+", help="ids of the set's videos")
+    p.add_argument("--flow-root", required=True, help="the set's flow-{method} folder")
+    p.add_argument("--masks-root", default=None, help="the set's masks-{method} folder")
+    p.add_argument("--guidance-root", default=None, help="the set's guidance folder")
+    p.add_argument("--params", required=True, help="the config's shards section as JSON")
+    p.add_argument("--flow-method", required=True)
+    p.add_argument(
+        "--config-json", required=True, help="the whole resolved config, kept in index.json"
+    )
+    p.add_argument("--out-dir", required=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = json.loads(args.params)
+    videos = video_inputs(
+        args.video_ids,
+        Path(args.flow_root),
+        Path(args.masks_root) if args.masks_root else None,
+        Path(args.guidance_root) if args.guidance_root else None,
+    )
+    index = write_shards(
+        videos,
+        args.out_dir,
+        target_mb=cfg["target_mb"],
+        val_fraction=cfg["val_fraction"],
+        seed=cfg["seed"],
+        layout=cfg["layout"],
+        config=json.loads(args.config_json),
+        flow_method=args.flow_method,
+    )
+    log.info(
+        "packed %s", {k: v for k, v in index.items() if k not in ("shards", "config", "rejected")}
+    )
+    return 0
+
+
+def add_validate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shard_dir", help="folder holding index.json and shard-NNNNN.h5")
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    return main_validate([args.shard_dir])

@@ -1,0 +1,43 @@
+# Shards: pack every accepted sample of a set into HDF5 shards + index.json (split by video).
+
+
+SHARDS_DIR = f"{RESULTS}/{{set}}/shards-{config['flow']['method']}"
+
+
+rule shards_set:
+    input:
+        pairs=lambda w: [
+            FLOW_DIR.format(set=w.set) + f"/{v}/pairs.tsv" for v in VIDEOS[w.set]
+        ],
+        masks=lambda w: [
+            MASKS_DIR.format(set=w.set) + f"/{v}/frames.tsv" for v in VIDEOS[w.set]
+        ],
+        guidance=lambda w: [
+            GUIDANCE_DIR.format(set=w.set) + f"/{v}.npz" for v in VIDEOS[w.set]
+        ],
+    output:
+        directory(SHARDS_DIR),
+    log:
+        f"{RESULTS}/{{set}}/logs/shards.log",
+    benchmark:
+        f"{RESULTS}/{{set}}/benchmarks/shards.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    params:
+        ids=lambda w: list(VIDEOS[w.set]),
+        flow_root=FLOW_DIR,
+        masks_root=MASKS_DIR,
+        guidance_root=GUIDANCE_DIR,
+        cfg=stage_params("shards"),
+        method=config["flow"]["method"],
+        config=json.dumps(config, sort_keys=True),
+    shell:
+        "python -m pipeline shards {params.ids:q} --flow-root={params.flow_root:q}"
+        " --masks-root={params.masks_root:q} --guidance-root={params.guidance_root:q}"
+        " --params {params.cfg:q} --flow-method={params.method:q}"
+        " --config-json {params.config:q} --out-dir={output:q} > {log:q} 2>&1"
+
+
+rule shards:
+    input:
+        per_set(SHARDS_DIR),
