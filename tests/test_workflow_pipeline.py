@@ -1,0 +1,84 @@
+"""End-to-end Snakemake run of the pipeline stages on a tiny synthetic set."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_snakemake
+
+TINY = {
+    "video_sets": {"tiny": {"source": "synthetic", "videos": 2, "seed": 3}},
+    "only_sets": ["tiny"],
+    "synthetic": {
+        "height": 72,
+        "width": 96,
+        "shots_per_video": [2, 2],
+        "frames_per_shot": [14, 16],
+        "objects_per_shot": [1, 1],
+        "object_area": [0.12, 0.18],
+    },
+    "flow": {"short_side": 72},
+    "masks": {"unlc": {"n_segments": 60, "max_side": 96}},
+    "guidance": {"kernel_size": 15, "grid_stride": 30},
+    "shards": {"val_fraction": 0.5},
+}
+
+
+def _tsv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    proc = run_snakemake(work, TINY, "shards", "shots")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work
+
+
+@pytest.mark.slow
+def test_every_stage_wrote_its_outputs(tiny_run):
+    res = tiny_run / "results/tiny"
+    shots = _tsv(res / "shots.tsv")
+    assert len(shots) == 2 and all(r["status"] == "ok" for r in shots)
+    assert json.loads((res / "shots_eval.json").read_text())["f1"] == 1.0
+    for vid in (r["video_id"] for r in shots):
+        pairs = _tsv(res / f"flow-dis_fast/{vid}/pairs.tsv")
+        assert pairs, vid
+        for row in pairs:
+            assert (res / f"flow-dis_fast/{vid}" / row["flow"]).exists()
+            assert int(row["height"]) == 72
+        frames = _tsv(res / f"masks-dis_fast/{vid}/frames.tsv")
+        assert {r["status"] for r in frames} <= {"kept", "dropped"}
+        assert all(r["reason"] for r in frames if r["status"] == "dropped")
+        with np.load(res / f"guidance-dis_fast-K15G30/{vid}.npz") as g:
+            assert len(g["sample_ids"]) == len(pairs)
+            assert g["offsets"][-1] == len(g["points"])
+    index = json.loads((res / "shards-dis_fast/index.json").read_text())
+    assert index["totals"]["n_samples"] > 0
+    train, val = index["splits"]["train"]["videos"], index["splits"]["val"]["videos"]
+    assert train and not set(train) & set(val)
+    check = subprocess.run(
+        [sys.executable, "-m", "pipeline", "validate-shards", str(res / "shards-dis_fast")],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.slow
+def test_a_second_flow_method_computes_only_what_is_missing(tiny_run):
+    proc = run_snakemake(
+        tiny_run, {**TINY, "flow": {**TINY["flow"], "method": "farneback"}}, "flow", "-n"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    jobs = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}  # fmt: skip
+    assert jobs.get("flow_video") == 2
+    assert "synthesize" not in jobs and "ingest_video" not in jobs and "shots_video" not in jobs
