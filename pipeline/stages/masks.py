@@ -41,6 +41,15 @@ def shot_frame_indices(start: int, end: int, sampled: list[int], max_frames: int
     return sorted(set(range(start, end, stride)) | {t for t in sampled if start <= t < end})
 
 
+def masks_flow_fn(cfg: dict, flow_cfg: dict):
+    """The configured flow backend, as uNLC uses it on its low-resolution frames."""
+    method = flow_cfg["method"]
+    params = dict(flow_cfg.get("backends", {}).get(method, {}))
+    if method.startswith("dis_") and cfg.get("dis_finest_scale") is not None:
+        params["finest_scale"] = cfg["dis_finest_scale"]
+    return make_flow_fn(method, **params)
+
+
 def _decode_shots(video_path: str, wanted: set[int], resize: dict) -> dict[int, np.ndarray]:
     frames = {}
     for index, frame in iter_frames(video_path, start=min(wanted), stop=max(wanted) + 1):
@@ -69,8 +78,7 @@ def video_masks(
     }
     resize = {k: flow_cfg.get(k) for k in ("short_side", "long_side")}
     resize["upscale"] = flow_cfg.get("upscale", False)
-    method = flow_cfg["method"]
-    flow_fn = make_flow_fn(method, **flow_cfg.get("backends", {}).get(method, {}))
+    flow_fn = masks_flow_fn(cfg, flow_cfg)
     rows: list[list] = []
     overlays: list[np.ndarray] = []
     (out_dir / "soft").mkdir(parents=True, exist_ok=True)
@@ -205,8 +213,7 @@ def davis_scores(root: str, cfg: dict, flow_cfg: dict) -> list[dict]:
     """uNLC on every sequence of a DAVIS-layout folder, scored per frame."""
     from pipeline.evaluate import list_davis_sequences, mask_scores, read_davis_sequence
 
-    method = flow_cfg["method"]
-    flow_fn = make_flow_fn(method, **flow_cfg.get("backends", {}).get(method, {}))
+    flow_fn = masks_flow_fn(cfg, flow_cfg)
     scores = []
     for seq in tqdm(list_davis_sequences(root), desc="DAVIS", unit="sequence"):
         frames, truth, _ = read_davis_sequence(root, seq)
