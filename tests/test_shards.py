@@ -256,8 +256,8 @@ def test_validate_catches_a_flipped_byte(tmp_path, layout, capsys):
     entry = index["shards"][0]
     path = out / entry["file"]
     with h5py.File(path) as f:
-        if layout == "raw":
-            dset = f["raw/000001/flow"]
+        if layout != "encoded":
+            dset = f["arrays/000001/flow"]
             offset = dset.id.get_offset()  # contiguous datasets only; chunked -> chunk info
             if offset is None:
                 offset = dset.id.get_chunk_info(0).byte_offset

