@@ -560,7 +560,7 @@ def run_segmentation(
     accelerator: str = "auto",
 ) -> dict[str, Any]:
     """Fine-tune a trunk (random or ``weights``) with an FCN head on ``train``, evaluate mIoU on
-    ``val``. Returns ``{"miou", "seconds_per_epoch", "train_images"}``."""
+    ``val``. Returns ``{"miou", "seconds_per_epoch" (median), "epoch_seconds", "train_images"}``."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     pl.seed_everything(seed, workers=True)
@@ -596,6 +596,7 @@ def run_segmentation(
     return {
         "miou": module.val_miou,
         "seconds_per_epoch": timer.median,
+        "epoch_seconds": list(timer.seconds),
         "train_images": len(train_set),
     }
 
@@ -685,8 +686,8 @@ def run_probe(
 ) -> dict[str, Any]:
     """Linear probe: frozen trunk, pooled features, logistic regression; top-1 on ``val``.
 
-    Returns ``{"top1", "seconds_per_epoch" (head training), "extract_seconds" (features of both
-    sets once), "train_images"}``.
+    Returns ``{"top1", "seconds_per_epoch" (median, head training), "epoch_seconds",
+    "extract_seconds" (features of both sets, once), "train_images"}``.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
@@ -716,6 +717,7 @@ def run_probe(
     return {
         "top1": module.val_top1,
         "seconds_per_epoch": timer.median,
+        "epoch_seconds": list(timer.seconds),
         "extract_seconds": extract_seconds,
         "train_images": len(keep),
     }

@@ -160,6 +160,36 @@ def test_probe_separates_a_trivial_colour_problem() -> None:
     assert result["seconds_per_epoch"] > 0 and result["train_images"] == 32
 
 
+def test_fine_tuning_learns_a_colour_coded_segmentation() -> None:
+    rng = np.random.default_rng(1)
+
+    def halves(n: int) -> tuple[np.ndarray, np.ndarray]:
+        images = rng.integers(0, 40, (n, 32, 32, 3)).astype(np.uint8)
+        labels = np.full((n, 32, 32), 2, np.uint8)
+        for k, cut in enumerate(rng.integers(8, 24, n)):
+            images[k, :, :cut, 0] += 200  # red left part is class 1, blue right part class 2
+            images[k, :, cut:, 2] += 200
+            labels[k, :, :cut] = 1
+        labels[:, 0] = finetune.IGNORE_INDEX  # an ignored row must not count
+        return images, labels
+
+    result = finetune.run_segmentation(
+        arch="resnet18",
+        weights=None,
+        train=halves(16),
+        val=halves(8),
+        num_classes=3,
+        seed=0,
+        epochs=10,
+        batch_size=8,
+        lr=0.05,
+        head_channels=16,
+        accelerator="cpu",
+    )
+    assert result["miou"] > 0.8
+    assert len(result["epoch_seconds"]) == 10
+
+
 def test_low_shot_subset_is_seeded_and_checked() -> None:
     a = finetune.low_shot_indices(100, 10, seed=0)
     assert len(a) == 10 and len(set(a)) == 10
