@@ -166,7 +166,6 @@ def loader_rate(dataset: Dataset, workers: int, n_samples: int, repeats: int) ->
             sampler=sampler.tolist(),
             num_workers=workers,
             multiprocessing_context="fork" if workers else None,
-            worker_init_fn=md._worker_init if workers else None,
         )
         iterator = iter(loader)
         next(iterator)
@@ -208,6 +207,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64, help="timed samples per loader run")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    # One OpenCV thread, set before any worker forks (setting it inside a forked worker deadlocks).
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="bench_loader_"))

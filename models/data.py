@@ -325,11 +325,6 @@ class SeededWeightedSampler(Sampler):
         yield from zip(indices.tolist(), seeds.tolist(), strict=True)
 
 
-def _worker_init(_: int) -> None:
-    # One OpenCV thread per worker: the DataLoader already parallelises across samples.
-    cv2.setNumThreads(1)
-
-
 class ShardDataModule(pl.LightningDataModule):
     """Train / val loaders over weighted shard sets for one ``view`` (``cmp``, ``cpfs``, ...)."""
 
@@ -394,7 +389,9 @@ class ShardDataModule(pl.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
-            worker_init_fn=_worker_init if workers > 0 else None,
+            # No cv2.setNumThreads in the workers: in a forked child it tears down the thread pool
+            # inherited from the parent and deadlocks (pthread_cond_destroy on a condvar whose
+            # waiters only existed in the parent).
             pin_memory=self.pin_memory,
             **kwargs,
         )
