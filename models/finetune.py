@@ -398,17 +398,26 @@ def low_shot_indices(n: int, train_size: int | None, seed: int) -> np.ndarray:
 
 
 class EpochTimer(pl.Callback):
-    """Wall-clock seconds of each training epoch (validation excluded)."""
+    """Wall-clock seconds of each training epoch, validation excluded (Lightning runs the
+    end-of-epoch validation before ``on_train_epoch_end``, so the clock stops when it starts)."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
-        self._start = 0.0
+        self._start: float | None = None
+
+    def _stop(self) -> None:
+        if self._start is not None:
+            self.seconds.append(time.perf_counter() - self._start)
+            self._start = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
 
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop()
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
+        self._stop()
 
     @property
     def median(self) -> float:
