@@ -15,6 +15,8 @@ include: "workflow/rules/flow.smk"
 include: "workflow/rules/guidance.smk"
 include: "workflow/rules/masks.smk"
 include: "workflow/rules/shards.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/benchmark.smk"
 
 
 rule all:
@@ -26,3 +28,5 @@ rule all:
         rules.guidance.input,
         rules.masks.input,
         rules.shards.input,
+        rules.pretrain_cmp.input,
+        rules.benchmark.input,
