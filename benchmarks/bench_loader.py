@@ -153,51 +153,50 @@ class DecodeOnly(Dataset):
         return torch.tensor(self.dataset.read(i)["height"])
 
 
-def loader_rate(dataset: Dataset, workers: int, n_samples: int, repeats: int) -> float:
-    """Median samples/s over ``repeats`` runs, each after one warm-up batch (worker start-up)."""
-    rates = []
-    for r in range(repeats):
-        sampler = torch.randint(
-            0, len(dataset), (n_samples + BATCH,), generator=torch.Generator().manual_seed(r)
-        )
-        loader = DataLoader(
-            dataset,
-            batch_size=BATCH,
-            sampler=sampler.tolist(),
-            num_workers=workers,
-            multiprocessing_context="fork" if workers else None,
-        )
-        iterator = iter(loader)
-        next(iterator)
-        start = time.perf_counter()
-        count = sum(BATCH for _ in iterator)
-        rates.append(count / (time.perf_counter() - start))
-        del iterator, loader
-    return statistics.median(rates)
+def loader_rate(dataset: Dataset, workers: int, n_samples: int, r: int) -> float:
+    """Samples/s of one run (seed ``r``), timed after one warm-up batch (worker start-up)."""
+    sampler = torch.randint(
+        0, len(dataset), (n_samples + BATCH,), generator=torch.Generator().manual_seed(r)
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=BATCH,
+        sampler=sampler.tolist(),
+        num_workers=workers,
+        multiprocessing_context="fork" if workers else None,
+    )
+    iterator = iter(loader)
+    next(iterator)
+    start = time.perf_counter()
+    count = sum(BATCH for _ in iterator)
+    rate = count / (time.perf_counter() - start)
+    del iterator, loader
+    return rate
 
 
 def layout_figures(videos, root: Path, repeats: int) -> dict:
-    figures = {}
+    figures, items = {}, {}
     for layout in sh.LAYOUTS:
         out = root / f"shards-{layout}"
         start = time.perf_counter()
         index = sh.write_shards(videos, out, layout=layout, val_fraction=0.0, target_mb=256)
-        write_s = time.perf_counter() - start
-        readers = [sh.ShardReader(out / e["file"]) for e in index["shards"]]
-        items = [(r, i) for r in readers for i in range(len(r))]
-        rates = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for reader, i in items:
-                reader.read_sample(i, fields=("image", "flow"))
-            rates.append(len(items) / (time.perf_counter() - start))
         n = index["totals"]["n_samples"]
         figures[layout] = {
             "bytes": index["totals"]["bytes"],
             "bytes_per_sample": index["totals"]["bytes"] / n,
-            "read_decode_samples_per_s": statistics.median(rates),
-            "write_s": write_s,
+            "write_s": time.perf_counter() - start,
         }
+        readers = [sh.ShardReader(out / e["file"]) for e in index["shards"]]
+        items[layout] = [(r, i) for r in readers for i in range(len(r))]
+    rates = {layout: [] for layout in sh.LAYOUTS}
+    for _ in range(repeats):  # round-robin: load spikes hit every layout alike
+        for layout, pairs in items.items():
+            start = time.perf_counter()
+            for reader, i in pairs:
+                reader.read_sample(i, fields=("image", "flow"))
+            rates[layout].append(len(pairs) / (time.perf_counter() - start))
+    for layout in sh.LAYOUTS:
+        figures[layout]["read_decode_samples_per_s"] = statistics.median(rates[layout])
     return figures
 
 
@@ -228,11 +227,15 @@ def main() -> None:
         sources["loose_416"] = LooseDataset(videos)
         sources["loose_416_decode_only"] = LooseDataset(videos, decode_only=True)
         sources["loose_original_resized_per_sample"] = LooseDataset(original, resize_to=SHORT_SIDE)
+        # Round-robin over sources and worker counts, so a load spike from other processes on
+        # the machine hits every configuration alike; medians over the repeats.
+        runs = {(name, w): [] for name in sources for w in (0, 1, 2)}
+        for r in range(args.repeats):
+            for (name, workers), rates in runs.items():
+                rates.append(loader_rate(sources[name], workers, args.samples, r))
         loader = {name: {} for name in sources}
-        for name, dataset in sources.items():
-            for workers in (0, 1, 2):
-                rate = loader_rate(dataset, workers, args.samples, args.repeats)
-                loader[name][str(workers)] = round(rate, 1)
+        for (name, workers), rates in runs.items():
+            loader[name][str(workers)] = round(statistics.median(rates), 1)
         ratio = loader["hdf5_mixed"]["2"] / loader["loose_416"]["2"]
         result = {
             "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform()},
