@@ -4,23 +4,6 @@
 BENCH_DIR = f"{RESULTS}/benchmark"
 
 
-def benchmark_overrides(wildcards, input, threads):
-    cfg = config["benchmark"]
-    inits = [{"name": "random", "backbone_path": None}]
-    inits.append({"name": f"cmp-{PRETRAIN_CMP['run']}", "backbone_path": input.cmp})
-    inits.extend(cfg["extra_initialisations"])
-    sections = {
-        "output_dir": BENCH_DIR,
-        "backbone": PRETRAIN_CMP["model"]["backbone"],
-        "num_threads": threads,
-        "seeds": cfg["seeds"],
-        "initialisations": inits,
-        "tasks": cfg["tasks"],
-        "plot": {"dpi": cfg["dpi"]},
-    }
-    return [f"{key}={json.dumps(value)}" for key, value in sections.items()]
-
-
 rule benchmark_run:
     input:
         cmp=rules.pretrain_cmp_run.output.backbone,

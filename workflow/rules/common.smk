@@ -73,6 +73,11 @@ def per_set(pattern):
     return [pattern.format(set=s) for s in active_sets()]
 
 
+def videos_of(pattern):
+    """Input function: a per-video path pattern expanded over the videos of the job's set."""
+    return lambda w: [pattern.format(set=w.set, vid=vid) for vid in VIDEOS[w.set]]
+
+
 def set_records(wildcards):
     return [
         f"{RESULTS}/{wildcards.set}/videos/{vid}.json" for vid in VIDEOS[wildcards.set]
@@ -82,3 +87,44 @@ def set_records(wildcards):
 def stage_params(section):
     """A config section as compact JSON, handed to the stage CLI as --params."""
     return json.dumps(config[section], sort_keys=True, separators=(",", ":"))
+
+
+def cmp_sets():
+    return PRETRAIN_CMP["sets"] or active_sets()
+
+
+def cmp_run_overrides(wildcards, input):
+    """The run config as --set overrides of `python -m models.train` (JSON values are YAML)."""
+    cfg = PRETRAIN_CMP
+    data = dict(cfg["data"])
+    data["index_paths"] = [f"{d}/index.json" for d in input.shards]
+    data["weights"] = cfg["set_weights"] or None
+    data["seed"] = cfg["seed"]
+    sections = {
+        "seed": cfg["seed"],
+        "deterministic": cfg["deterministic"],
+        "output_dir": CMP_DIR,
+        "model": cfg["model"],
+        "optim": cfg["optim"],
+        "trainer": cfg["trainer"],
+        "data": {"factory": "models.data.CMPDataModule", "kwargs": data},
+        "figures": cfg["figures"],
+    }
+    return [f"{key}={json.dumps(value)}" for key, value in sections.items()]
+
+
+def benchmark_overrides(wildcards, input, threads):
+    cfg = config["benchmark"]
+    inits = [{"name": "random", "backbone_path": None}]
+    inits.append({"name": f"cmp-{PRETRAIN_CMP['run']}", "backbone_path": input.cmp})
+    inits.extend(cfg["extra_initialisations"])
+    sections = {
+        "output_dir": BENCH_DIR,
+        "backbone": PRETRAIN_CMP["model"]["backbone"],
+        "num_threads": threads,
+        "seeds": cfg["seeds"],
+        "initialisations": inits,
+        "tasks": cfg["tasks"],
+        "plot": {"dpi": cfg["dpi"]},
+    }
+    return [f"{key}={json.dumps(value)}" for key, value in sections.items()]

@@ -36,9 +36,7 @@ rule guidance_video:
 
 rule guidance_stats:
     input:
-        lambda w: [
-            GUIDANCE_DIR.format(set=w.set) + f"/{vid}.npz" for vid in VIDEOS[w.set]
-        ],
+        videos_of(f"{GUIDANCE_DIR}/{{vid}}.npz"),
     output:
         report(
             f"{GUIDANCE_DIR}/stats.json",

@@ -35,9 +35,7 @@ rule masks_video:
 
 rule masks_evaluate:
     input:
-        lambda w: [
-            MASKS_DIR.format(set=w.set) + f"/{vid}/frames.tsv" for vid in VIDEOS[w.set]
-        ],
+        videos_of(f"{MASKS_DIR}/{{vid}}/frames.tsv"),
     output:
         report(
             f"{MASKS_DIR}/evaluation.tsv",

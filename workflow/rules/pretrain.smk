@@ -5,30 +5,6 @@ PRETRAIN_CMP = config["pretrain"]["cmp"]
 CMP_DIR = f"{RESULTS}/pretrain/cmp/{PRETRAIN_CMP['run']}"
 
 
-def cmp_sets():
-    return PRETRAIN_CMP["sets"] or active_sets()
-
-
-def cmp_run_overrides(wildcards, input):
-    """The run config as --set overrides of `python -m models.train` (JSON values are YAML)."""
-    cfg = PRETRAIN_CMP
-    data = dict(cfg["data"])
-    data["index_paths"] = [f"{d}/index.json" for d in input.shards]
-    data["weights"] = cfg["set_weights"] or None
-    data["seed"] = cfg["seed"]
-    sections = {
-        "seed": cfg["seed"],
-        "deterministic": cfg["deterministic"],
-        "output_dir": CMP_DIR,
-        "model": cfg["model"],
-        "optim": cfg["optim"],
-        "trainer": cfg["trainer"],
-        "data": {"factory": "models.data.CMPDataModule", "kwargs": data},
-        "figures": cfg["figures"],
-    }
-    return [f"{key}={json.dumps(value)}" for key, value in sections.items()]
-
-
 rule pretrain_cmp_run:
     input:
         shards=[SHARDS_DIR.format(set=s) for s in cmp_sets()],

@@ -6,15 +6,9 @@ SHARDS_DIR = f"{RESULTS}/{{set}}/shards-{config['flow']['method']}"
 
 rule shards_set:
     input:
-        pairs=lambda w: [
-            FLOW_DIR.format(set=w.set) + f"/{v}/pairs.tsv" for v in VIDEOS[w.set]
-        ],
-        masks=lambda w: [
-            MASKS_DIR.format(set=w.set) + f"/{v}/frames.tsv" for v in VIDEOS[w.set]
-        ],
-        guidance=lambda w: [
-            GUIDANCE_DIR.format(set=w.set) + f"/{v}.npz" for v in VIDEOS[w.set]
-        ],
+        pairs=videos_of(f"{FLOW_DIR}/{{vid}}/pairs.tsv"),
+        masks=videos_of(f"{MASKS_DIR}/{{vid}}/frames.tsv"),
+        guidance=videos_of(f"{GUIDANCE_DIR}/{{vid}}.npz"),
     output:
         directory(SHARDS_DIR),
     log:
