@@ -51,11 +51,6 @@ PAIR_COLUMNS = [
 DROPPED_COLUMNS = ["sample_id", "shot", "t", "gap", "reason"]
 
 
-def flow_folder_name(flow_cfg: dict) -> str:
-    """The stage's output folder: it names the flow method, so two methods coexist."""
-    return f"flow-{flow_cfg['method']}"
-
-
 def pairs_for_video(shots_result: dict, sampling_cfg: dict) -> list[Pair]:
     policy = sampling_cfg["policy"]
     return sample_pairs(

@@ -27,10 +27,6 @@ from pipeline.viz import draw_guidance_arrows, flow_to_color, save_png
 log = logging.getLogger(__name__)
 
 
-def guidance_folder_name(flow_cfg: dict, guidance_cfg: dict) -> str:
-    return f"guidance-{flow_cfg['method']}-K{guidance_cfg['kernel_size']}G{guidance_cfg['grid_stride']}"
-
-
 def sampler_params(guidance_cfg: dict) -> dict:
     """The keyword arguments of pipeline.guidance.sample_guidance from the config section."""
     keys = ("kernel_size", "grid_stride", "edge_threshold", "edge_floor", "max_points")
