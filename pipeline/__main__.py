@@ -21,6 +21,7 @@ STAGES: dict[str, tuple[str, str, str, str]] = {
     "flow": ("pipeline.stages.flow", "add_arguments", "run", "sample pairs of one video, compute and store optical flow"),
     "masks": ("pipeline.stages.masks", "add_arguments", "run", "uNLC motion masks and trimaps for one video"),
     "evaluate-masks": ("pipeline.stages.masks", "add_evaluate_arguments", "run_evaluate", "mask IoU / precision / recall against ground truth"),
+    "mask-quality": ("pipeline.stages.masks", "add_collect_arguments", "run_collect", "gather every set's mask evaluation into one table"),
     "guidance": ("pipeline.stages.guidance", "add_arguments", "run", "CMP watershed guidance points for one video"),
     "guidance-stats": ("pipeline.stages.guidance", "add_stats_arguments", "run_stats", "per-set guidance statistics"),
     "shards": ("pipeline.stages.shards", "add_arguments", "run", "pack a video set into HDF5 shards"),

@@ -36,7 +36,7 @@ def _tsv(path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("pipeline")
-    proc = run_snakemake(work, TINY, "shards", "shots")
+    proc = run_snakemake(work, TINY, "shards", "shots", "masks")
     assert proc.returncode == 0, proc.stderr[-4000:]
     return work
 
@@ -69,6 +69,19 @@ def test_every_stage_wrote_its_outputs(tiny_run):
         text=True,
     )
     assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.slow
+def test_mask_evaluation_and_its_benchmark_table(tiny_run):
+    evaluation = tiny_run / "results/tiny/masks-dis_fast/evaluation.tsv"
+    rows = {r["source"]: r for r in _tsv(evaluation)}
+    assert int(rows["all"]["frames_scored"]) > 0  # synthetic clips carry ground truth
+    assert 0.0 <= float(rows["all"]["mean_iou"]) <= 100.0
+    out = tiny_run / "mask_quality.tsv"
+    cmd = [sys.executable, "-m", "pipeline", "mask-quality", str(evaluation), "--sets", "tiny"]
+    subprocess.run([*cmd, f"--out={out}"], check=True)
+    table = _tsv(out)
+    assert {r["set"] for r in table} == {"tiny"} and {r["source"] for r in table} <= {"kept", "all"}
 
 
 @pytest.mark.slow

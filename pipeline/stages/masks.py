@@ -254,3 +254,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
                  agg["mean_precision"], agg["mean_recall"], agg["frames"])  # fmt: skip
     atomic.write_tsv(args.out, EVAL_COLUMNS, rows)
     return 0
+
+
+def add_collect_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("evaluations", nargs="+", help="per-set evaluation.tsv of the masks stage")
+    p.add_argument("--sets", nargs="+", required=True, help="set name of each evaluation, in order")
+    p.add_argument("--out", required=True, help="mask-quality table for the benchmark")
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    """One table of uNLC mask quality over every set (Pathak et al.'s table, in percent)."""
+    if len(args.sets) != len(args.evaluations):
+        raise SystemExit("--sets must name one set per evaluation file")
+    columns = ["set", *EVAL_COLUMNS]
+    rows = [
+        [name, *(row[c] for c in EVAL_COLUMNS)]
+        for name, path in zip(args.sets, args.evaluations, strict=True)
+        for row in atomic.read_tsv(path)
+        if row["frames_scored"] not in ("", "0")
+    ]
+    atomic.write_tsv(args.out, columns, rows)
+    return 0

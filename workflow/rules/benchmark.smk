@@ -34,7 +34,29 @@ rule benchmark_run:
         ' python -m models.benchmark "${{args[@]}}" > {log:q} 2>&1'
 
 
+rule benchmark_mask_quality:
+    input:
+        rules.masks.input,
+    output:
+        report(
+            f"{BENCH_DIR}/mask_quality.tsv",
+            caption="../report/masks_evaluation.rst",
+            category="Benchmark",
+        ),
+    log:
+        f"{BENCH_DIR}/mask_quality.log",
+    benchmark:
+        f"{BENCH_DIR}/mask_quality_benchmark.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    params:
+        sets=active_sets(),
+    shell:
+        "python -m pipeline mask-quality {input:q} --sets {params.sets:q} --out={output:q}"
+        " > {log:q} 2>&1"
+
+
 rule benchmark:
     input:
         rules.benchmark_run.output,
-        rules.masks.input,
+        rules.benchmark_mask_quality.output,
