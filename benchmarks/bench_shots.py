@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 
 from pipeline import shots
+from pipeline.video import iter_frames
 from pipeline.videosets import samples_dir
 
 BIKES_TRUE_CUTS = [30, 76, 137, 187, 242]
@@ -31,15 +32,7 @@ def sample_clip_folder() -> Path:
 
 
 def decode(path: Path) -> list:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
-    return frames
+    return [frame for _, frame in iter_frames(path)]
 
 
 def median_seconds(function) -> tuple[float, object]:

@@ -281,34 +281,31 @@ class ArraySegmentationDataset(Dataset):
         return {"image": image, "label": label}
 
 
+def _synthetic_split(
+    n_train: int, n_val: int, size: int, target: int, render_kwargs: dict[str, Any]
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(train, val) pairs of images and ``render_labelled_frames``'s output number ``target``."""
+    from pipeline.synthetic import render_labelled_frames
+
+    splits = []
+    for seed, n in ((SYNTHETIC_TRAIN_SEED, n_train), (SYNTHETIC_VAL_SEED, n_val)):
+        rendered = render_labelled_frames(seed=seed, n=n, height=size, width=size, **render_kwargs)
+        splits.append((rendered[0], rendered[target]))
+    return splits[0], splits[1]
+
+
 def synthetic_segmentation_arrays(
     n_train: int, n_val: int, size: int = 64, **render_kwargs: Any
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """(train, val) pairs of images and class maps from the synthetic generator (module doc)."""
-    from pipeline.synthetic import render_labelled_frames
-
-    train = render_labelled_frames(
-        seed=SYNTHETIC_TRAIN_SEED, n=n_train, height=size, width=size, **render_kwargs
-    )
-    val = render_labelled_frames(
-        seed=SYNTHETIC_VAL_SEED, n=n_val, height=size, width=size, **render_kwargs
-    )
-    return (train[0], train[1]), (val[0], val[1])
+    return _synthetic_split(n_train, n_val, size, 1, render_kwargs)
 
 
 def synthetic_classification_arrays(
     n_train: int, n_val: int, size: int = 64, **render_kwargs: Any
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """(train, val) pairs of images and image labels (class of the largest object)."""
-    from pipeline.synthetic import render_labelled_frames
-
-    train = render_labelled_frames(
-        seed=SYNTHETIC_TRAIN_SEED, n=n_train, height=size, width=size, **render_kwargs
-    )
-    val = render_labelled_frames(
-        seed=SYNTHETIC_VAL_SEED, n=n_val, height=size, width=size, **render_kwargs
-    )
-    return (train[0], train[2]), (val[0], val[2])
+    return _synthetic_split(n_train, n_val, size, 2, render_kwargs)
 
 
 def _resize_centre_crop(image: np.ndarray, size: int, nearest: bool) -> np.ndarray:

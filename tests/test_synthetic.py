@@ -14,6 +14,7 @@ from pipeline.synthetic import (
     write_synthetic_video,
     write_video,
 )
+from pipeline.video import iter_frames
 
 H, W = 48, 64
 SMALL = dict(height=H, width=W, shots_per_video=(2, 3), frames_per_shot=(4, 6))
@@ -25,14 +26,7 @@ def clip():
 
 
 def _read_video(path):
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
+    frames = [frame for _, frame in iter_frames(path)]
     return np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)
 
 
