@@ -25,6 +25,44 @@ TINY = {
     "masks": {"unlc": {"n_segments": 60, "max_side": 96}},
     "guidance": {"kernel_size": 15, "grid_stride": 30},
     "shards": {"val_fraction": 0.5},
+    "pretrain": {
+        "cmp": {
+            "run": "tiny",
+            "model": {"backbone": "resnet18"},
+            "trainer": {
+                "max_steps": 2,
+                "val_check_interval": 2,
+                "checkpoint_every_n_steps": 2,
+                "num_sanity_val_steps": 0,
+                "log_every_n_steps": 1,
+                "enable_progress_bar": False,
+            },
+            "data": {"crop_size": 64, "batch_size": 2, "num_workers": 0},
+            "figures": {"num_samples": 1},
+        }
+    },
+    "benchmark": {
+        "seeds": [0],
+        "tasks": [
+            {
+                "name": "seg",
+                "kind": "segmentation",
+                "size": 32,
+                "train_images": 8,
+                "val_images": 4,
+                "epochs": 1,
+                "batch_size": 4,
+            },
+            {
+                "name": "probe",
+                "kind": "probe",
+                "size": 32,
+                "train_images": 16,
+                "val_images": 8,
+                "epochs": 2,
+            },
+        ],
+    },
 }
 
 
@@ -36,7 +74,7 @@ def _tsv(path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("pipeline")
-    proc = run_snakemake(work, TINY, "shards", "shots", "masks")
+    proc = run_snakemake(work, TINY, "benchmark", "shots")
     assert proc.returncode == 0, proc.stderr[-4000:]
     return work
 
@@ -82,6 +120,24 @@ def test_mask_evaluation_and_its_benchmark_table(tiny_run):
     subprocess.run([*cmd, f"--out={out}"], check=True)
     table = _tsv(out)
     assert {r["set"] for r in table} == {"tiny"} and {r["source"] for r in table} <= {"kept", "all"}
+
+
+@pytest.mark.slow
+def test_pretraining_and_benchmark_ran_end_to_end(tiny_run):
+    run = tiny_run / "results/pretrain/cmp/tiny"
+    for name in ("backbone.pth", "figures/loss_curves.png", "figures/val_predictions.png"):
+        assert (run / name).is_file(), name
+    summary = _tsv(tiny_run / "results/benchmark/summary.tsv")
+    assert {(r["task"], r["init"]) for r in summary} == {
+        ("seg", "random"),
+        ("seg", "cmp-tiny"),
+        ("probe", "random"),
+        ("probe", "cmp-tiny"),
+    }
+    assert all(0.0 <= float(r["mean"]) <= 1.0 for r in summary)
+    assert (tiny_run / "results/benchmark/summary.png").is_file()
+    quality = _tsv(tiny_run / "results/benchmark/mask_quality.tsv")
+    assert quality and {r["set"] for r in quality} == {"tiny"}
 
 
 @pytest.mark.slow
