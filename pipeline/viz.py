@@ -218,6 +218,16 @@ def contact_sheet(
     return sheet
 
 
+def text_card(text: str, *, width: int = 640, height: int = 60) -> np.ndarray:
+    """A white uint8 RGB card with one line of black text (cut to fit), for a figure that has
+    nothing to show, so the report keeps its entry and says why."""
+    card = np.full((height, width, 3), 255, np.uint8)
+    line = text[: max(1, width // 7)]  # about 7 px per character at this font scale
+    cv2.putText(card, line, (8, height // 2 + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                cv2.LINE_AA)  # fmt: skip
+    return card
+
+
 def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Write a uint8 RGB (or H x W gray) image as PNG atomically."""
     rgb = np.asarray(rgb)

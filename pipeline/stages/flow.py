@@ -29,7 +29,7 @@ from pipeline.ids import frame_key, sample_id
 from pipeline.resizing import resize_frame
 from pipeline.sampling import Pair, sample_pairs
 from pipeline.video import VideoError, iter_frames
-from pipeline.viz import contact_sheet
+from pipeline.viz import contact_sheet, text_card
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +185,7 @@ def render_sheet(
         return contact_sheet(
             [f for f, _ in sheet], [fl for _, fl in sheet], flow_cfg["viz_max_magnitude"]
         )
-    # nothing to show: a small card that says why, so the report still has its entry
-    card = np.full((60, 640, 3), 255, np.uint8)
-    cv2.putText(card, note[:90], (8, 36), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return card
+    return text_card(note)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

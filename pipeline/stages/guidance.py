@@ -22,7 +22,7 @@ from pipeline import atomic
 from pipeline.flowio import read_flow_png
 from pipeline.guidance import guidance_stats, guidance_vectors, sample_guidance
 from pipeline.sampling import rng_for
-from pipeline.viz import draw_guidance_arrows, flow_to_color, save_png
+from pipeline.viz import draw_guidance_arrows, flow_to_color, save_png, text_card
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,7 @@ def guidance_figure(pairs_tsv: Path, packed: dict, *, max_magnitude: float, n: i
     """Rows of (frame with arrows | flow colour wheel with arrows) for up to ``n`` pairs."""
     rows = atomic.read_tsv(pairs_tsv)
     if not rows:
-        card = np.full((60, 480, 3), 255, np.uint8)
-        cv2.putText(card, "no flow pairs for this video", (8, 36), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.5, (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
-        return card
+        return text_card("no flow pairs for this video", width=480)
     picks = np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)
     panels = []
     for i in sorted(set(picks.tolist())):

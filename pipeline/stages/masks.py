@@ -28,7 +28,7 @@ from pipeline.ids import frame_key
 from pipeline.resizing import resize_frame
 from pipeline.unlc import prune_reason, trimap, unlc_shot
 from pipeline.video import VideoError, iter_frames
-from pipeline.viz import mask_overlay, save_png
+from pipeline.viz import mask_overlay, save_png, text_card
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +125,7 @@ def _png(image: np.ndarray) -> bytes:
 
 def overlay_sheet(overlays: list[np.ndarray], note: str) -> np.ndarray:
     if not overlays:
-        card = np.full((60, 480, 3), 255, np.uint8)
-        cv2.putText(
-            card, note[:70], (8, 36), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA
-        )
-        return card
+        return text_card(note, width=480)
     h = min(o.shape[0] for o in overlays)
     resized = [cv2.resize(o, (round(o.shape[1] * h / o.shape[0]), h)) for o in overlays]
     gap = np.full((h, 4, 3), 255, np.uint8)
