@@ -33,7 +33,6 @@ No torch here: ``models/data.py`` wraps :class:`ShardReader` in a torch ``Datase
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
@@ -46,6 +45,8 @@ from typing import Any, NamedTuple
 import cv2
 import h5py
 import numpy as np
+
+from pipeline.atomic import read_tsv
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -134,11 +135,6 @@ def _crc(blob: bytes | np.ndarray) -> int:
 # Reading the loose stage outputs
 
 
-def _read_tsv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
-
-
 def _read_guidance(path: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray, int, int]]:
     if path is None:
         return {}
@@ -162,7 +158,7 @@ def _read_guidance(path: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray,
 def _read_masks(masks_dir: Path | None) -> dict[str, dict[str, str]]:
     if masks_dir is None:
         return {}
-    rows = _read_tsv(Path(masks_dir) / "frames.tsv")
+    rows = read_tsv(Path(masks_dir) / "frames.tsv")
     return {row["key"]: row for row in rows if row["status"] == "kept"}
 
 
@@ -175,7 +171,7 @@ def iter_loose_samples(video: VideoInput) -> Iterator[dict[str, Any]]:
     flow_dir = Path(video.flow_dir)
     masks = _read_masks(video.masks_dir)
     guidance = _read_guidance(Path(video.guidance) if video.guidance else None)
-    for row in _read_tsv(flow_dir / "pairs.tsv"):
+    for row in read_tsv(flow_dir / "pairs.tsv"):
         sample_id = row["sample_id"]
         try:
             yield _load_pair(video, flow_dir, row, masks, guidance)
