@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 
 from models import finetune
+from models.train import parse_override
 from pipeline.atomic import atomic_path, write_text, write_tsv
 
 __all__ = [
@@ -193,16 +194,6 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def _parse_override(text: str) -> dict[str, Any]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"--set expects key=value, got {text!r}")
-    value: Any = yaml.safe_load(raw) if raw.strip() else None
-    for part in reversed(key.strip().split(".")):
-        value = {part: value}
-    return value
-
-
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Defaults ← YAML/JSON file ← ``key=value`` overrides, resolved."""
     config: dict[str, Any] = {}
@@ -213,7 +204,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ValueError(f"{path}: top level must be a mapping")
         config = dict(loaded or {})
     for text in overrides:
-        config = {**config, **_parse_override(text)}
+        config = {**config, **parse_override(text)}
     return resolve_config(config)
 
 

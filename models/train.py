@@ -74,6 +74,7 @@ __all__ = [
     "fit",
     "load_run_config",
     "main",
+    "parse_override",
     "resolve_config",
     "write_backbone",
 ]
@@ -356,7 +357,8 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], prefix: str = "") 
     return merged
 
 
-def _parse_override(text: str) -> dict[str, Any]:
+def parse_override(text: str) -> dict[str, Any]:
+    """``a.b=value`` (value parsed as YAML, so JSON works too) as the nested ``{a: {b: value}}``."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"--set expects key=value, got {text!r}")
@@ -377,7 +379,7 @@ def load_run_config(
             raise ValueError(f"{path}: top level must be a mapping")
         config = _merge(config, loaded)
     for text in overrides:
-        config = _merge(config, _parse_override(text))
+        config = _merge(config, parse_override(text))
     return config
 
 
