@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.shots import cut_f1, detect_cuts
+from pipeline.shots import cut_f1, detect_cuts, scores_from_counts
 from pipeline.stages.synthesize import video_seed
 from pipeline.synthetic import render_clip
 
@@ -31,11 +31,9 @@ def main(argv: list[str] | None = None) -> int:
             score = cut_f1(detect_cuts(iter(frames), method=method), gt["cuts"].tolist())
             for k in totals:
                 totals[k] += score[k]
-        precision = totals["tp"] / max(totals["tp"] + totals["fp"], 1)
-        recall = totals["tp"] / max(totals["tp"] + totals["fn"], 1)
-        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-        result[method] = {"precision": precision, "recall": recall, "f1": f1, **totals}
-        print(f"{method:10s} P {precision:.3f} R {recall:.3f} F1 {f1:.3f} {totals}")
+        result[method] = scores = scores_from_counts(totals["tp"], totals["fp"], totals["fn"])
+        print(f"{method:10s} P {scores['precision']:.3f} R {scores['recall']:.3f} "
+              f"F1 {scores['f1']:.3f} {totals}")  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
         json.dumps({"videos": args.videos, "tolerance": 2, **result}, indent=2)

@@ -538,8 +538,15 @@ def cut_f1(
             i += 1
         else:
             j += 1
-    fp, fn = len(pred) - tp, len(true) - tp
-    precision = tp / (tp + fp) if pred else 1.0
-    recall = tp / (tp + fn) if true else 1.0
+    return scores_from_counts(tp, len(pred) - tp, len(true) - tp)
+
+
+def scores_from_counts(tp: int, fp: int, fn: int) -> dict[str, float | int]:
+    """Precision, recall and F1 of matched cuts; also pools counts over several videos.
+
+    With nothing to find and nothing found, precision = recall = F1 = 1.
+    """
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import atomic
-from pipeline.shots import cut_f1, detect_boundaries, shots_from_cuts
+from pipeline.shots import cut_f1, detect_boundaries, scores_from_counts, shots_from_cuts
 from pipeline.video import VideoError, iter_frames
 
 log = logging.getLogger(__name__)
@@ -118,16 +118,9 @@ def summarise(results: list[dict], records: list[dict], *, tolerance: int = 2) -
                 totals[k] += score[k]
     evaluation: dict = {}
     if per_video:
-        tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
-        precision = tp / (tp + fp) if tp + fp else 1.0
-        recall = tp / (tp + fn) if tp + fn else 1.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         evaluation = {
             "tolerance": tolerance,
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
-            **totals,
+            **scores_from_counts(totals["tp"], totals["fp"], totals["fn"]),
             "per_video": per_video,
         }
     return rows, evaluation
