@@ -75,8 +75,9 @@ def _pairs_with_frames(
         for f in (pair.t, pair.t + pair.gap):
             last_use[f] = max(last_use.get(f, -1), pair.t + pair.gap)
     held: dict[int, np.ndarray] = {}
-    stop = max(wanted) + 1
-    for index, frame in iter_frames(video_path, start=min(wanted), stop=stop):
+    last_decoded = -1
+    for index, frame in iter_frames(video_path, start=min(wanted), stop=max(wanted) + 1):
+        last_decoded = index
         progress.update(1)
         if index in wanted:
             held[index] = resize_frame(frame, **resize)
@@ -84,8 +85,11 @@ def _pairs_with_frames(
             yield pair, held[pair.t], held[index]
         for f in [f for f in held if last_use[f] <= index]:
             del held[f]
-    if by_end and max(by_end) >= stop:  # pragma: no cover - guarded by iter_frames' stop
-        raise VideoError("video ended before the last sampled frame")
+    if last_decoded < max(by_end):  # the container held fewer frames than the shots claim
+        lost = sum(len(ps) for end, ps in by_end.items() if end > last_decoded)
+        raise VideoError(
+            f"video ended at frame {last_decoded}: {lost} pair(s) up to frame {max(by_end)} lost"
+        )
 
 
 def compute_video_flow(
