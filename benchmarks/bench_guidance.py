@@ -7,7 +7,9 @@ consecutive frames. Pairs across a hard cut (mean absolute grey difference > 35,
 the five cuts of bikes.mp4) are skipped, as the pipeline only pairs frames within a shot.
 
 Timed on one thread (cv2.setNumThreads(1)), median of RUNS passes over all flows:
-* ``sample_guidance`` with K = 81, G = 200 (the paper's YFCC setting), wall and CPU time;
+* ``sample_guidance`` with K = 81, G = 200 (the paper's YFCC setting), wall and CPU time, at
+  full resolution (downsample 1) and on flow[::2, ::2] (downsample 2, the config default), with
+  how close the two sets of watershed points lie;
 * its steps (edges, distance transform, NMS) separately;
 * steps 1-4 done with scipy as the authors' loader does (convolve2d Sobel, distance_transform_edt,
   maximum_filter) on a subset, for the speed-up;
@@ -39,6 +41,7 @@ SIDE = 384
 CUT_DIFFERENCE = 35.0
 RUNS = 5
 SCIPY_SUBSET = 40
+DOWNSAMPLES = (1, 2)  # guidance.downsample: full resolution, and the configured default
 # (K, G) per published experiment (REFERENCE.md, "CMP"); the first is the timed setting.
 SETTINGS = {
     "yfcc_youtube_alexnet": (81, 200),
@@ -102,6 +105,42 @@ def median_rate(function, items: list, runs: int = RUNS) -> dict:
     }
 
 
+def alternating_rates(timed: dict, runs: int = RUNS) -> dict:
+    """``median_rate`` of several functions, their passes interleaved (one pass each per run)."""
+    passes: dict = {name: [] for name in timed}
+    for _ in range(runs):
+        for name, (function, items) in timed.items():
+            passes[name].append(median_rate(function, items, runs=1))
+    return {
+        name: {key: statistics.median(run[key] for run in runs_of_name) for key in runs_of_name[0]}
+        for name, runs_of_name in passes.items()
+    }
+
+
+def point_agreement(flows: list[np.ndarray], kernel_size: int, downsample: int) -> dict:
+    """How far the watershed points of the subsampled flow lie from the full-resolution ones."""
+    near_full, near_down, counts = {4: [], 8: []}, {4: [], 8: []}, ([], [])
+    for index, flow in enumerate(flows):
+        full = guidance.watershed_points(flow, kernel_size=kernel_size, rng=index)
+        down = guidance.watershed_points(
+            flow, kernel_size=kernel_size, downsample=downsample, rng=index
+        )
+        counts[0].append(len(full))
+        counts[1].append(len(down))
+        if len(full) == 0 or len(down) == 0:
+            continue
+        distance = np.sqrt(((full[:, None, :] - down[None, :, :]) ** 2).sum(axis=2))
+        for radius in near_full:
+            near_full[radius].append(float((distance.min(axis=1) <= radius).mean()))
+            near_down[radius].append(float((distance.min(axis=0) <= radius).mean()))
+    return {
+        "watershed_per_image_full": float(np.mean(counts[0])),
+        "watershed_per_image_downsampled": float(np.mean(counts[1])),
+        **{f"full_near_downsampled_{r}px": float(np.mean(v)) for r, v in near_full.items()},
+        **{f"downsampled_near_full_{r}px": float(np.mean(v)) for r, v in near_down.items()},
+    }
+
+
 def scipy_steps_1_to_4(flow: np.ndarray, kernel_size: int) -> np.ndarray:
     """The authors' filters (scipy), for the speed-up figure; candidates as (y, x)."""
     sobel = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float32)
@@ -129,17 +168,31 @@ def main() -> None:
 
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
     flows = [dis.calc(first, second, None) for first, second in pairs]
-    dis_rate = median_rate(lambda pair: dis.calc(pair[0], pair[1], None), pairs[::5], runs=3)
 
     kernel_size, grid_stride = SETTINGS["yfcc_youtube_alexnet"]
     rng = np.random.default_rng(0)
 
-    def sample(flow: np.ndarray) -> guidance.GuidancePoints:
-        return guidance.sample_guidance(
-            flow, kernel_size=kernel_size, grid_stride=grid_stride, max_points=150, rng=rng
-        )
+    def sampler_at(downsample: int):
+        def sample(flow: np.ndarray) -> guidance.GuidancePoints:
+            return guidance.sample_guidance(
+                flow,
+                kernel_size=kernel_size,
+                grid_stride=grid_stride,
+                max_points=150,
+                downsample=downsample,
+                rng=rng,
+            )
 
-    sampler = median_rate(sample, flows)
+        return sample
+
+    # The machine is shared: the sampler at each step and the DIS yardstick are timed in
+    # alternating passes so their ratios come from the same minutes.
+    timed = {f"downsample_{d}": (sampler_at(d), flows) for d in DOWNSAMPLES}
+    timed["dis_fast_yardstick"] = (lambda pair: dis.calc(pair[0], pair[1], None), pairs[::5])
+    rates = alternating_rates(timed)
+    sampler = rates["downsample_1"]
+    dis_rate = rates.pop("dis_fast_yardstick")
+    agreement = {f"downsample_{d}": point_agreement(flows, kernel_size, d) for d in DOWNSAMPLES[1:]}
 
     # Per step, on the same flows (inputs of later steps precomputed so each is timed alone).
     edge_masks = [guidance.binarise_edges(guidance.motion_edges(flow)) for flow in flows]
@@ -163,26 +216,36 @@ def main() -> None:
 
     counts = {}
     for label, (k, stride) in SETTINGS.items():
-        results = [
-            guidance.sample_guidance(
-                flow, kernel_size=k, grid_stride=stride, max_points=150, rng=index
-            )
-            for index, flow in enumerate(flows)
-        ]
-        counts[label] = {
-            "kernel_size": k,
-            "grid_stride": stride,
-            **guidance.guidance_stats(
-                [(r.n_watershed, r.n_grid) for r in results], [flow.shape[:2] for flow in flows]
-            ),
-            "capped_fraction": float(np.mean([len(r.points) == 150 for r in results])),
-        }
+        for downsample in DOWNSAMPLES:
+            results = [
+                guidance.sample_guidance(
+                    flow,
+                    kernel_size=k,
+                    grid_stride=stride,
+                    max_points=150,
+                    downsample=downsample,
+                    rng=index,
+                )
+                for index, flow in enumerate(flows)
+            ]
+            counts[f"{label}_d{downsample}"] = {
+                "kernel_size": k,
+                "grid_stride": stride,
+                "downsample": downsample,
+                **guidance.guidance_stats(
+                    [(r.n_watershed, r.n_grid) for r in results],
+                    [flow.shape[:2] for flow in flows],
+                ),
+                "capped_fraction": float(np.mean([len(r.points) == 150 for r in results])),
+            }
 
     report = {
         "machine": {"processor": platform.processor() or platform.machine(), "threads": 1},
         "data": {"clips": per_clip, "pairs": len(flows), "side": SIDE, "flow": "DIS fast"},
         "setting": {"kernel_size": kernel_size, "grid_stride": grid_stride, "max_points": 150},
         "sampler": sampler,
+        "sampler_by_downsample": rates,
+        "agreement_with_full_resolution": agreement,
         "steps": steps,
         "steps_1_to_4": {
             "opencv": ours_1_to_4,
@@ -199,7 +262,10 @@ def main() -> None:
     print(f"{len(flows)} DIS-fast flows at {SIDE}^2 from {per_clip}; one thread, median of runs")
     print(f"{'what':34s} {'img/s wall':>10s} {'img/s cpu':>10s} {'ms cpu':>8s}")
     rows = {
-        f"sample_guidance K={kernel_size} G={grid_stride}": sampler,
+        **{
+            f"sample_guidance K{kernel_size} G{grid_stride} d={name[-1]}": rate
+            for name, rate in rates.items()
+        },
         **{f"  step: {name}": rate for name, rate in steps.items()},
         "steps 1-4 OpenCV (subset)": ours_1_to_4,
         "steps 1-4 scipy, authors' way": scipy_rate,
@@ -209,10 +275,15 @@ def main() -> None:
         print(
             f"{name:34s} {rate['per_s_wall']:10.0f} {rate['per_s_cpu']:10.0f} {rate['ms_cpu']:8.2f}"
         )
-    print(f"\n{'setting':22s} {'K':>3s} {'G':>4s} {'watershed':>10s} {'grid':>5s} {'total':>6s}")
+    for name, stats in agreement.items():
+        print(
+            f"{name}: a full-resolution point has one within 4 px in"
+            f" {stats['full_near_downsampled_4px']:.1%}, 8 px {stats['full_near_downsampled_8px']:.1%}"
+        )
+    print(f"\n{'setting':26s} {'K':>3s} {'G':>4s} {'watershed':>10s} {'grid':>5s} {'total':>6s}")
     for label, stats in counts.items():
         print(
-            f"{label:22s} {stats['kernel_size']:3d} {stats['grid_stride']:4d}"
+            f"{label:26s} {stats['kernel_size']:3d} {stats['grid_stride']:4d}"
             f" {stats['watershed']['mean_per_ref_area']:10.2f}"
             f" {stats['grid']['mean_per_ref_area']:5.2f} {stats['total']['mean_per_ref_area']:6.2f}"
         )

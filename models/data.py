@@ -40,7 +40,13 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
 IGNORE_INDEX = 255
 # CMP paper setting (YFCC / YouTube9K): NMS kernel 81, grid stride 200, at most 150 points.
-DEFAULT_GUIDANCE = {"kernel_size": 81, "grid_stride": 200, "edge_threshold": 0.1, "max_points": 150}
+DEFAULT_GUIDANCE = {
+    "kernel_size": 81,
+    "grid_stride": 200,
+    "edge_threshold": 0.1,
+    "max_points": 150,
+    "downsample": 2,
+}
 _VIEW_FIELDS = {
     "cmp": ("image", "flow"),
     "cpfs": ("image", "flow"),

@@ -193,11 +193,17 @@ def test_cap_is_respected_and_counts_add_up():
         ((5, 5), 3, 2),
     ],
 )
-def test_points_never_on_the_border(shape, kernel_size, stride):
+@pytest.mark.parametrize("downsample", [1, 2, 3])
+def test_points_never_on_the_border(shape, kernel_size, stride, downsample):
     rng = np.random.default_rng(1)
     flow = rng.normal(0, 2, (*shape, 2)).astype(np.float32)
     result = g.sample_guidance(
-        flow, kernel_size=kernel_size, grid_stride=stride, max_points=10**6, rng=0
+        flow,
+        kernel_size=kernel_size,
+        grid_stride=stride,
+        max_points=10**6,
+        downsample=downsample,
+        rng=0,
     )
     ys, xs = result.points[:, 0], result.points[:, 1]
     assert len(ys) > 0
@@ -217,6 +223,83 @@ def test_grid_is_centred_regular_and_off_the_border(height, width, stride):
         assert abs(values.min() - (size - 1 - values.max())) <= 1
         # ... and there is no room for another point on the grid.
         assert values.min() - stride < 1 or values.max() + stride > size - 2
+
+
+# --------------------------------------------------------------------------- downsampling
+
+
+@pytest.mark.parametrize(
+    ("kernel_size", "downsample", "expected"),
+    [(81, 1, 81), (81, 2, 41), (81, 3, 27), (67, 2, 35), (31, 2, 17), (3, 2, 3), (5, 8, 3)],
+)
+def test_downsampled_kernel_spans_about_the_same_pixels(kernel_size, downsample, expected):
+    assert g.downsampled_kernel_size(kernel_size, downsample) == expected
+
+
+@pytest.mark.parametrize("downsample", [2, 3])
+def test_downsampled_square_still_gives_its_centre_and_the_grid(downsample):
+    flow = translating_square()
+    result = g.sample_guidance(flow, downsample=downsample, rng=0)
+    grid = as_set(g.grid_points(flow.shape[:2], 200))
+    points = as_set(result.points)
+    assert result.n_watershed == 1 and result.n_grid == 4
+    assert points - grid  # the watershed point is not a grid point
+    ((y, x),) = points - grid
+    # On the subsampled flow the centre is found to within one subsampled pixel.
+    assert abs(y - 189.5) <= downsample and abs(x - 189.5) <= downsample
+    assert y % downsample == 0 and x % downsample == 0  # a pixel whose flow was looked at
+
+
+def test_downsampled_points_are_the_subsampled_flows_points():
+    rng = np.random.default_rng(4)
+    flow = ndimage.zoom(rng.normal(0, 3, (13, 11, 2)), (30, 30, 1), order=0)[:385, :327]
+    flow = flow.astype(np.float32)
+    coarse = g.watershed_points(flow, kernel_size=81, downsample=2, rng=0)
+    height, width = flow.shape[0] // 2, flow.shape[1] // 2
+    subsampled = np.ascontiguousarray(flow[: 2 * height : 2, : 2 * width : 2])
+    direct = g.watershed_points(subsampled, kernel_size=41, rng=0)
+    assert len(coarse) > 0
+    assert as_set(coarse) == as_set(2 * direct)
+
+
+def test_downsample_is_capped_for_tiny_flow():
+    flow = translating_square(12)
+    flow[4:8, 4:8] = (1.0, 0.0)
+    # A step of 8 would leave a 1 x 1 field; it is capped to 4 (a 3 x 3 field).
+    result = g.watershed_points(flow, kernel_size=3, downsample=8, rng=0)
+    assert (result % 4 == 0).all()
+
+
+@pytest.mark.parametrize("downsample", [0, -1, 1.5, True, "2"])
+def test_bad_downsample_rejected(downsample):
+    with pytest.raises(ValueError, match="downsample must be"):
+        g.sample_guidance(translating_square(64), downsample=downsample, rng=0)
+
+
+def test_results_do_not_share_the_scratch_arrays():
+    first = g.sample_guidance(translating_square(), rng=0)
+    kept = first.points.copy()
+    g.sample_guidance(horizontal_band(), rng=1)
+    assert (first.points == kept).all()
+
+
+def test_threads_sampling_at_once_agree_with_one_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    flows = [
+        ndimage.zoom(rng.normal(0, 2, (8, 8, 2)), (24, 24, 1), order=1).astype(np.float32)
+        for _ in range(12)
+    ]
+
+    def sample(index: int) -> np.ndarray:
+        return g.sample_guidance(flows[index], kernel_size=31, grid_stride=60, rng=index).points
+
+    serial = [sample(i) for i in range(len(flows))]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(sample, range(len(flows))))
+    for one, other in zip(serial, threaded, strict=True):
+        assert as_set(one) == as_set(other)
 
 
 def test_grid_stride_zero_disables_the_grid():

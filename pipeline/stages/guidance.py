@@ -29,7 +29,14 @@ log = logging.getLogger(__name__)
 
 def sampler_params(guidance_cfg: dict) -> dict:
     """The keyword arguments of pipeline.guidance.sample_guidance from the config section."""
-    keys = ("kernel_size", "grid_stride", "edge_threshold", "edge_floor", "max_points")
+    keys = (
+        "kernel_size",
+        "grid_stride",
+        "edge_threshold",
+        "edge_floor",
+        "max_points",
+        "downsample",
+    )
     return {k: guidance_cfg[k] for k in keys}
 
 
