@@ -5,16 +5,24 @@ of small JPEG / 16-bit PNG files per video (docs/CONTRACTS.md); training reads r
 from them for days. Packing them into ``shard-NNNNN.h5`` files of about ``target_mb`` each keeps
 the file count small and the reads sequential within a file, and gives every byte a checksum.
 
-Layout (schema version 1), chosen by measurement (benchmarks/bench_loader.py, docs/BENCHMARKS.md):
+Layout (schema version 2), chosen by measurement (benchmarks/bench_loader.py, docs/BENCHMARKS.md):
 
-* ``mixed`` (default): the JPEG frame byte-for-byte as the flow stage wrote it, in a
-  variable-length ``uint8`` dataset (``h5py.vlen_dtype(np.uint8)``, one element per sample); the
-  flow as the KITTI ``uint16`` (u, v, valid) array, the trimap and soft mask as ``uint8`` arrays,
-  each in one group per sample (``arrays/NNNNNN``), one chunk per dataset, byte-shuffle + ``lzf``,
-  ``fletcher32``. The shuffled flow array is as small as the 16-bit PNG and ~3x faster to decode
-  (the PNG's inflate dominated the read), and JPEG is ~15x smaller than the raw image.
-* ``encoded``: every field as the stage's encoded bytes (JPEG, 16-bit PNG, 8-bit PNGs).
-* ``raw``: every field as an array, the image included.
+* ``raw`` (default): every field a decoded array in one group per sample (``arrays/NNNNNN``):
+  the RGB image ``uint8``, the flow as the KITTI ``uint16`` (u, v, valid) array the flow stage's
+  PNG holds, trimap and soft mask ``uint8``; each stored in square tiles of ``tile_size`` px with
+  ``fletcher32`` and ``array_compression`` (Blosc-LZ4 with byte shuffle by default, through
+  ``hdf5plugin``). A training crop reads, checks and decompresses only the tiles it overlaps
+  (``ShardReader.read_sample(..., window=...)``), so no JPEG or PNG is decoded while training.
+  3.5x the bytes of the loose files; a training read is ~4x faster than decoding them.
+* ``mixed``: the JPEG frame byte-for-byte as the flow stage wrote it, in a variable-length
+  ``uint8`` dataset (``h5py.vlen_dtype(np.uint8)``, one element per sample); the rest as in
+  ``raw``. About half the size of ``raw``, ~30 % slower to read.
+* ``encoded``: every field as the stage's encoded bytes (JPEG, 16-bit PNG, 8-bit PNGs): the loose
+  files' size and speed, in few files.
+
+h5py's built-in ``lzf`` (``array_compression: lzf``) stores the flow as small as Blosc-LZ4 but
+decompressed at ~150 MB/s here, 5x slower; shards written with it need no ``hdf5plugin`` to read.
+Schema version 1 shards (single-chunk ``lzf`` arrays) are still read.
 
 HDF5 (2.x) refuses filters on variable-length data (and before, filters only covered the
 descriptors, not the heap holding the bytes), so ``fletcher32`` cannot protect encoded bytes:
@@ -44,13 +52,15 @@ from typing import Any, NamedTuple
 
 import cv2
 import h5py
+import hdf5plugin  # registers the Blosc filter with HDF5 (needed to write and to read)
 import numpy as np
 
 from pipeline.atomic import read_tsv
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 LAYOUTS = ("mixed", "encoded", "raw")
+ARRAY_COMPRESSIONS = ("blosc-lz4", "lzf", "none")
 # KITTI 16-bit flow PNG: stored = flow * 64 + 2**15 (docs/CONTRACTS.md).
 FLOW_SCALE = 64.0
 FLOW_OFFSET = 32768
@@ -100,7 +110,10 @@ def kitti_to_flow(
     kitti: np.ndarray, *, scale: float = FLOW_SCALE, offset: int = FLOW_OFFSET
 ) -> tuple[np.ndarray, np.ndarray]:
     """KITTI ``uint16`` H×W×{2,3} in (u, v[, valid]) order -> (flow float32 H×W×2, valid bool)."""
-    flow = (kitti[..., :2].astype(np.float32) - np.float32(offset)) / np.float32(scale)
+    flow = kitti[..., :2].astype(np.float32)
+    # In place: two passes over the flow, no temporaries (the (x - offset) / scale form made two).
+    flow -= np.float32(offset)
+    flow *= np.float32(1.0 / scale)  # exact for the power-of-two scale written (64)
     valid = kitti[..., 2] > 0 if kitti.shape[-1] > 2 else np.ones(kitti.shape[:2], bool)
     return flow, valid
 
@@ -291,8 +304,19 @@ def _fsync_file(path: Path) -> None:
 class _ShardWriter:
     """Writes one shard under a temporary name; :meth:`commit` renames it into place."""
 
-    def __init__(self, path: Path, *, layout: str, split: str, attrs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        layout: str,
+        split: str,
+        attrs: dict[str, Any],
+        compression: str = "blosc-lz4",
+        tile_size: int = 128,
+    ) -> None:
         self.path = path
+        self.compression = compression
+        self.tile_size = tile_size
         self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         self.layout = layout
         self.split = split
@@ -350,13 +374,14 @@ class _ShardWriter:
         for name, array in arrays.items():
             if name in self.blob_fields:
                 continue
+            # Square tiles: a training crop reads and checks only the tiles it overlaps.
+            tile = (min(self.tile_size, array.shape[0]), min(self.tile_size, array.shape[1]))
             group.create_dataset(
                 name,
                 data=array,
-                chunks=array.shape,  # one chunk per sample: one read, one checksum
-                compression="lzf",
-                shuffle=array.itemsize > 1,
+                chunks=tile + array.shape[2:],
                 fletcher32=True,
+                **array_filter(self.compression, array.itemsize),
             )
 
     def commit(self) -> dict[str, Any]:
@@ -404,6 +429,22 @@ class _ShardWriter:
             self.tmp.unlink(missing_ok=True)
 
 
+def array_filter(compression: str, itemsize: int) -> dict[str, Any]:
+    """h5py ``create_dataset`` keywords for one of :data:`ARRAY_COMPRESSIONS`.
+
+    ``blosc-lz4`` (byte shuffle inside Blosc) stores the flow as small as ``lzf`` + shuffle and
+    reads ~5x faster (docs/BENCHMARKS.md); ``none`` is faster still at ~3x the size.
+    """
+    if compression == "blosc-lz4":
+        shuffle = hdf5plugin.Blosc.SHUFFLE if itemsize > 1 else hdf5plugin.Blosc.NOSHUFFLE
+        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=shuffle))
+    if compression == "lzf":
+        return {"compression": "lzf", "shuffle": itemsize > 1}
+    if compression == "none":
+        return {}
+    raise ValueError(f"array_compression must be one of {ARRAY_COMPRESSIONS}, got {compression!r}")
+
+
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -425,18 +466,24 @@ def write_shards(
     seed: int = 0,
     config: dict[str, Any] | None = None,
     flow_method: str = "",
-    layout: str = "mixed",
+    layout: str = "raw",
+    array_compression: str = "blosc-lz4",
+    tile_size: int = 128,
 ) -> dict[str, Any]:
     """Pack every accepted sample of ``videos`` into ``shard-NNNNN.h5`` files plus ``index.json``.
 
     ``videos``: :class:`VideoInput` (or plain tuples) ``(video_id, flow_dir, masks_dir, guidance)``.
     A shard is closed once its payload reaches ``target_mb`` MiB; shards hold one split each.
+    Arrays are stored in ``tile_size`` square chunks with ``array_compression``.
     Returns the index (also written to ``out_dir/index.json``, last, atomically).
     """
     if target_mb <= 0:
         raise ValueError(f"target_mb must be > 0, got {target_mb}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    array_filter(array_compression, 2)  # validates the name
+    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 8:
+        raise ValueError(f"tile_size must be an integer >= 8, got {tile_size!r}")
     videos = [VideoInput(*v) for v in videos]
     if not videos:
         raise ValueError("no videos to pack")
@@ -448,9 +495,13 @@ def write_shards(
     attrs = {
         "schema_version": SCHEMA_VERSION,
         "layout": layout,
-        "image_codec": "jpeg" if layout != "raw" else "array-rgb-uint8-lzf",
-        "flow_codec": "kitti-png16" if layout == "encoded" else "array-kitti-uint16-shuffle-lzf",
-        "mask_codec": "png8" if layout == "encoded" else "array-uint8-lzf",
+        "image_codec": "jpeg" if layout != "raw" else f"array-rgb-uint8-{array_compression}",
+        "flow_codec": "kitti-png16"
+        if layout == "encoded"
+        else f"array-kitti-uint16-{array_compression}",
+        "mask_codec": "png8" if layout == "encoded" else f"array-uint8-{array_compression}",
+        "array_compression": array_compression,
+        "tile_size": tile_size,
         "blob_fields": json.dumps(LAYOUT_BLOBS[layout]),
         "flow_scale": FLOW_SCALE,
         "flow_offset": FLOW_OFFSET,
@@ -479,7 +530,14 @@ def write_shards(
                         continue
                     if writer is None:
                         path = out / SHARD_PATTERN.format(len(shards))
-                        writer = _ShardWriter(path, layout=layout, split=split, attrs=attrs)
+                        writer = _ShardWriter(
+                            path,
+                            layout=layout,
+                            split=split,
+                            attrs=attrs,
+                            compression=array_compression,
+                            tile_size=tile_size,
+                        )
                     writer.add(sample)
                     video_counts[video.video_id] += 1
                     if writer.nbytes >= target:
@@ -622,13 +680,29 @@ class ShardReader:
             check_schema(handle.attrs, str(self.path))
             return int(handle.attrs["n_samples"])
 
-    def read_sample(self, i: int, fields: Collection[str] | None = None) -> dict[str, Any]:
+    def sample_shape(self, i: int) -> tuple[int, int]:
+        """(height, width) of sample ``i`` from the metadata, without reading the sample."""
+        self._open()
+        return int(self._meta["height"][i]), int(self._meta["width"][i])
+
+    def read_sample(
+        self,
+        i: int,
+        fields: Collection[str] | None = None,
+        *,
+        window: tuple[int, int, int, int] | None = None,
+    ) -> dict[str, Any]:
         """Decode sample ``i``. ``fields`` limits the work to a subset of :data:`SAMPLE_FIELDS`.
 
         Returns ``image`` (uint8 H×W×3 RGB), ``flow`` (float32 H×W×2), ``valid`` (bool H×W),
         ``trimap`` (uint8 H×W: 0/1/255) and ``soft`` (float32 H×W in [0, 1]) or ``None`` when the
         frame has no mask, ``points`` (int32 P×2, y x), ``vectors`` (float32 P×2, dx dy), and the
         metadata (``sample_id``, ``video_id``, ``shot``, ``t``, ``gap``, ``height``, ``width``, ...).
+
+        ``window = (top, bottom, left, right)`` returns only those rows and columns of the image
+        fields (``origin`` in the result is ``(top, left)``; guidance points stay in full-frame
+        coordinates). Arrays stored in tiles are then read and checksummed only where the window
+        overlaps them; encoded blobs are decoded whole and cut.
         Raises ``ValueError`` on a checksum or shape mismatch (``OSError`` from h5py on a
         ``fletcher32`` failure).
         """
@@ -651,13 +725,23 @@ class ShardReader:
         for key in _FLOAT_META:
             out[key] = float(meta[key][i])
         shape = (out["height"], out["width"])
+        rows, cols = _window_slices(window, shape)
+        out["origin"] = (rows.start, cols.start)
         has_mask = bool(out["has_mask"])
         self._decode_blobs(f, i, wanted, has_mask, out)
-        self._read_arrays(f, i, wanted, has_mask, out)
-        for name, array in (("image", "image"), ("flow", "flow"), ("trimap", "trimap")):
-            if out.get(array) is not None and out[array].shape[:2] != shape:
+        for name in ("image", "flow", "valid", "trimap", "soft"):
+            if out.get(name) is not None:  # blobs decode whole: check, then cut
+                if out[name].shape[:2] != shape:
+                    raise ShapeMismatch(
+                        f"sample {i}: {name} is {out[name].shape[:2]}, expected {shape}"
+                    )
+                out[name] = out[name][rows, cols]
+        self._read_arrays(f, i, wanted, has_mask, out, rows, cols)
+        expected = (rows.stop - rows.start, cols.stop - cols.start)
+        for name in ("image", "flow", "trimap"):
+            if out.get(name) is not None and out[name].shape[:2] != expected:
                 raise ShapeMismatch(
-                    f"sample {i}: {name} is {out[array].shape[:2]}, expected {shape}"
+                    f"sample {i}: {name} is {out[name].shape[:2]}, expected {expected}"
                 )
         if "guidance" in wanted:
             lo, hi = f["guidance_offsets"][i : i + 2]
@@ -688,21 +772,41 @@ class ShardReader:
             out["soft"] = None if soft is None else soft.astype(np.float32) / 255.0
 
     def _read_arrays(
-        self, f: h5py.File, i: int, wanted: set[str], has_mask: bool, out: dict[str, Any]
+        self,
+        f: h5py.File,
+        i: int,
+        wanted: set[str],
+        has_mask: bool,
+        out: dict[str, Any],
+        rows: slice,
+        cols: slice,
     ) -> None:
         names = [n for n in BLOB_FIELDS if n in wanted and n not in out]
         if not names:
             return
         group = f[f"arrays/{i:06d}"]
         if "image" in names:
-            out["image"] = group["image"][()]
+            out["image"] = group["image"][rows, cols]
         if "flow" in names:
             scale, offset = float(self._attrs["flow_scale"]), int(self._attrs["flow_offset"])
-            out["flow"], out["valid"] = kitti_to_flow(group["flow"][()], scale=scale, offset=offset)
+            kitti = group["flow"][rows, cols]
+            out["flow"], out["valid"] = kitti_to_flow(kitti, scale=scale, offset=offset)
         if "trimap" in names:
-            out["trimap"] = group["trimap"][()] if has_mask else None
+            out["trimap"] = group["trimap"][rows, cols] if has_mask else None
         if "soft" in names:
-            out["soft"] = group["soft"][()].astype(np.float32) / 255.0 if has_mask else None
+            soft = group["soft"][rows, cols] if has_mask else None
+            out["soft"] = None if soft is None else soft.astype(np.float32) / 255.0
+
+
+def _window_slices(
+    window: tuple[int, int, int, int] | None, shape: tuple[int, int]
+) -> tuple[slice, slice]:
+    if window is None:
+        return slice(0, shape[0]), slice(0, shape[1])
+    top, bottom, left, right = (int(v) for v in window)
+    if not (0 <= top < bottom <= shape[0] and 0 <= left < right <= shape[1]):
+        raise ValueError(f"window {tuple(window)} is not inside the {shape[0]}x{shape[1]} sample")
+    return slice(top, bottom), slice(left, right)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -328,3 +328,66 @@ def test_wrong_size_flow_is_rejected(tmp_path):
     (video.flow_dir / "flow/s000_f000000_g01.png").write_bytes(encode_kitti(np.zeros((8, 8, 2))))
     index = sh.write_shards([video], tmp_path / "s")
     assert "size mismatch" in index["rejected"][0]["reason"]
+
+
+# --------------------------------------------------------------------------- crop windows, codecs
+
+
+@pytest.mark.parametrize(
+    ("layout", "compression"),
+    [
+        ("raw", "blosc-lz4"),
+        ("raw", "lzf"),
+        ("raw", "none"),
+        ("mixed", "blosc-lz4"),
+        ("encoded", "none"),
+    ],
+)
+def test_window_read_is_the_whole_read_cut(tmp_path, layout, compression):
+    videos = make_set(tmp_path, 1, height=150, width=170)
+    out = tmp_path / "s"
+    index = sh.write_shards(
+        videos, out, layout=layout, array_compression=compression, tile_size=32, val_fraction=0.0
+    )
+    reader = sh.ShardReader(out / index["shards"][0]["file"])
+    for i in range(len(reader)):
+        whole = reader.read_sample(i)
+        for top, bottom, left, right in [(0, 150, 0, 170), (7, 100, 33, 170), (31, 33, 64, 65)]:
+            part = reader.read_sample(i, window=(top, bottom, left, right))
+            assert part["origin"] == (top, left)
+            for name in ("image", "flow", "valid", "trimap", "soft"):
+                if whole[name] is None:
+                    assert part[name] is None
+                    continue
+                np.testing.assert_array_equal(part[name], whole[name][top:bottom, left:right])
+            np.testing.assert_array_equal(part["points"], whole["points"])  # full-frame coords
+    with pytest.raises(ValueError, match="window"):
+        reader.read_sample(0, window=(0, 151, 0, 10))
+    with pytest.raises(ValueError, match="window"):
+        reader.read_sample(0, window=(5, 5, 0, 10))
+
+
+def test_arrays_are_stored_in_tiles_with_the_chosen_filter(tmp_path):
+    out = tmp_path / "s"
+    index = sh.write_shards(
+        make_set(tmp_path, 1, height=150, width=170), out, tile_size=64, val_fraction=0.0
+    )
+    with h5py.File(out / index["shards"][0]["file"]) as f:
+        flow = f["arrays/000000/flow"]
+        assert flow.chunks == (64, 64, 3) and flow.fletcher32
+        assert str(sh.array_filter("blosc-lz4", 2)["compression"]) in flow._filters
+        assert f.attrs["array_compression"] == "blosc-lz4" and f.attrs["tile_size"] == 64
+        assert f.attrs["flow_codec"] == "array-kitti-uint16-blosc-lz4"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"array_compression": "zip"}, "array_compression"),
+        ({"tile_size": 4}, "tile_size"),
+        ({"tile_size": 64.0}, "tile_size"),
+    ],
+)
+def test_bad_storage_options_rejected(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sh.write_shards(make_set(tmp_path, 1, n_pairs=1), tmp_path / "s", **kwargs)

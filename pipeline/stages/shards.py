@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=cfg["val_fraction"],
         seed=cfg["seed"],
         layout=cfg["layout"],
+        array_compression=cfg["array_compression"],
+        tile_size=cfg["tile_size"],
         config=json.loads(args.config_json),
         flow_method=args.flow_method,
     )
