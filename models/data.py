@@ -4,7 +4,12 @@ Reads the shards written by ``pipeline/shards.py`` (one or more sets, each an ``
 augments each sample as the CMP authors' loader does (Zhan et al. 2019, Sec. 4 "Training
 details": the stored frames are already resized so the shorter side is 416; a random crop of
 ``crop_size``, an optional random scale first, and a horizontal flip) and builds the tensors one
-pre-training method consumes:
+pre-training method consumes. The geometry is drawn from the sample's size before reading, and
+only the window of the frame the crop samples is read (tiled arrays) and converted.
+
+The loader ships each sample compactly (``make_view``): uint8 image, guidance as points; the
+DataModule's ``on_after_batch_transfer`` expands a batch on the training device into the batch
+contract of ``models/train.py`` (``to_model_batch``):
 
 * ``cmp``: ``image`` (3,H,W) ImageNet-normalised, ``flow`` (2,H,W) px, ``sparse`` (4,H,W) from
   guidance points sampled *online* on the augmented flow (CMP Sec. 3.2, ``pipeline.guidance``),
@@ -105,15 +110,39 @@ def draw_geometry(
     return Geometry(scale, y0, x0, crop_h, crop_w, mirrored)
 
 
-def _warp(array: np.ndarray, geom: Geometry, interpolation: int) -> np.ndarray:
+def source_window(geom: Geometry, height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the stored frame that ``geom``'s crop samples from.
+
+    A pure crop needs exactly its pixels; a rescaled crop needs the source span of its pixel
+    centres plus one pixel each side for bilinear interpolation. Reading only this window gives
+    the same result as warping the whole frame (``apply_geometry(..., origin=...)``).
+    """
+    if geom.scale == 1.0:
+        return geom.y0, geom.y0 + geom.height, geom.x0, geom.x0 + geom.width
+    shift = 0.5 * (geom.scale - 1.0)
+    spans = []
+    for start, size, limit in ((geom.y0, geom.height, height), (geom.x0, geom.width, width)):
+        low = (start - shift) / geom.scale
+        high = (start + size - 1 - shift) / geom.scale
+        spans.append((max(0, int(np.floor(low)) - 1), min(limit, int(np.ceil(high)) + 2)))
+    (top, bottom), (left, right) = spans
+    return top, bottom, left, right
+
+
+def _warp(
+    array: np.ndarray, geom: Geometry, interpolation: int, origin: tuple[int, int] = (0, 0)
+) -> np.ndarray:
+    """Scale + crop + flip of ``array``, whose pixel (0, 0) is pixel ``origin`` of the frame."""
     if geom.scale == 1.0:  # pure crop: exact, no resampling
-        out = array[geom.y0 : geom.y0 + geom.height, geom.x0 : geom.x0 + geom.width]
+        top, left = geom.y0 - origin[0], geom.x0 - origin[1]
+        out = array[top : top + geom.height, left : left + geom.width]
     else:
-        # Pixel-centre convention of cv2.resize: x_dst = s * x_src + (s - 1) / 2, then the crop.
+        # Pixel-centre convention of cv2.resize: x_dst = s * x_src + (s - 1) / 2, then the crop;
+        # x_src counts from the frame's column 0, i.e. origin[1] + the column in ``array``.
         shift = 0.5 * (geom.scale - 1.0)
-        matrix = np.array(
-            [[geom.scale, 0.0, shift - geom.x0], [0.0, geom.scale, shift - geom.y0]], np.float64
-        )
+        tx = shift - geom.x0 + geom.scale * origin[1]
+        ty = shift - geom.y0 + geom.scale * origin[0]
+        matrix = np.array([[geom.scale, 0.0, tx], [0.0, geom.scale, ty]], np.float64)
         out = cv2.warpAffine(
             array,
             matrix,
@@ -122,41 +151,48 @@ def _warp(array: np.ndarray, geom: Geometry, interpolation: int) -> np.ndarray:
             borderMode=cv2.BORDER_REPLICATE,
         )
     if geom.flip:
-        out = out[:, ::-1]
+        # cv2.flip writes a fresh contiguous array ~10x faster than copying out[:, ::-1].
+        # OpenCV reads the row-strided crop view in place.
+        flipped = cv2.flip(out, 1)
+        return flipped.reshape(out.shape)  # OpenCV drops a trailing channel axis of 1
     return np.ascontiguousarray(out)
 
 
-def apply_geometry(sample: dict[str, Any], geom: Geometry) -> dict[str, Any]:
+def apply_geometry(
+    sample: dict[str, Any], geom: Geometry, origin: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """Apply ``geom`` to ``image`` / ``flow`` / ``valid`` / ``trimap`` / ``soft`` where present.
 
     Image and flow and soft mask are resampled bilinearly, ``valid`` and ``trimap`` by nearest
     neighbour (labels must not blend). Flow vectors are scaled with the image, and u changes
-    sign on a horizontal flip.
+    sign on a horizontal flip. The arrays may be a window of the frame starting at ``origin``
+    (default: ``sample["origin"]`` or (0, 0)), as read with :func:`source_window`.
     """
+    if origin is None:
+        origin = tuple(sample.get("origin", (0, 0)))  # type: ignore[assignment]
     out = dict(sample)
+    out.pop("origin", None)
     if sample.get("image") is not None:
-        out["image"] = _warp(sample["image"], geom, cv2.INTER_LINEAR)
+        out["image"] = _warp(sample["image"], geom, cv2.INTER_LINEAR, origin)
     if sample.get("flow") is not None:
-        # Vectors are in pixels of the image they belong to: they grow with it (this multiply
-        # also makes a fresh array, so the in-place negation never touches the stored sample).
-        flow = _warp(sample["flow"], geom, cv2.INTER_LINEAR) * np.float32(geom.scale)
+        flow = _warp(sample["flow"], geom, cv2.INTER_LINEAR, origin)
+        # Vectors are in pixels of the image they belong to: they grow with it.
+        if geom.scale != 1.0:
+            flow *= np.float32(geom.scale)
         if geom.flip:
             flow[..., 0] = -flow[..., 0]
+        if flow.base is not None or flow is sample["flow"]:
+            flow = flow.copy()  # never hand out (or later modify) the stored sample's memory
         out["flow"] = flow
     if sample.get("valid") is not None:
-        valid = _warp(sample["valid"].astype(np.uint8), geom, cv2.INTER_NEAREST)
-        out["valid"] = valid > 0
+        valid = np.asarray(sample["valid"], bool).view(np.uint8)
+        valid = _warp(valid, geom, cv2.INTER_NEAREST, origin)
+        out["valid"] = valid.view(bool)
     if sample.get("trimap") is not None:
-        out["trimap"] = _warp(sample["trimap"], geom, cv2.INTER_NEAREST)
+        out["trimap"] = _warp(sample["trimap"], geom, cv2.INTER_NEAREST, origin)
     if sample.get("soft") is not None:
-        out["soft"] = _warp(sample["soft"], geom, cv2.INTER_LINEAR)
+        out["soft"] = _warp(sample["soft"], geom, cv2.INTER_LINEAR, origin)
     return out
-
-
-def normalise_image(image: np.ndarray) -> torch.Tensor:
-    """uint8 H×W×3 RGB -> float32 (3,H,W) ImageNet-normalised."""
-    array = (image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
 def make_view(
@@ -167,30 +203,82 @@ def make_view(
     guidance: dict[str, Any] | None = None,
     flow_bound: float = 56.0,
 ) -> dict[str, torch.Tensor]:
-    """The tensors one method consumes from one (augmented) sample; see the module docstring."""
+    """One (augmented) sample as the loader ships it: the compact form of a method's tensors.
+
+    ``image`` stays uint8 (H, W, 3), a trimap uint8, and CMP's sparse input travels as its
+    guidance points (``points``: int32 (max_points, 2) of (y, x), padded with -1). The DataModule
+    expands a batch of these on the training device after transfer (:func:`to_model_batch`):
+    the float image and the (4, H, W) sparse map are ~4x the bytes of what they are made from,
+    and copying them between processes cost the loader more than decoding the sample.
+    """
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
-    out = {"image": normalise_image(sample["image"])}
+    image = sample["image"]
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be uint8 H×W×3, got {image.dtype} {image.shape}")
+    out = {"image": torch.from_numpy(np.ascontiguousarray(image))}
     if view == "motion_masks":
         if sample.get("trimap") is None:
             raise ValueError(f"sample {sample.get('sample_id')} has no trimap")
-        out["trimap"] = torch.from_numpy(sample["trimap"].astype(np.int64))
+        out["trimap"] = torch.from_numpy(np.ascontiguousarray(sample["trimap"], np.uint8))
         return out
     flow = sample["flow"]
     out["valid"] = torch.from_numpy(np.ascontiguousarray(sample["valid"][None]))
     if view == "cmp":
-        from pipeline.guidance import sample_guidance, sparse_flow_input
+        from pipeline.guidance import sample_guidance
 
-        points = sample_guidance(flow, rng=rng, **{**DEFAULT_GUIDANCE, **(guidance or {})}).points
-        sparse = sparse_flow_input(flow, points)
+        params = {**DEFAULT_GUIDANCE, **(guidance or {})}
+        found = sample_guidance(flow, rng=rng, **params).points
+        points = np.full((params["max_points"], 2), -1, np.int32)
+        points[: len(found)] = found
         out["flow"] = torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1)))
-        out["sparse"] = torch.from_numpy(np.ascontiguousarray(sparse.transpose(2, 0, 1)))
-        return {k: out[k] for k in ("image", "flow", "sparse", "valid")}
+        out["points"] = torch.from_numpy(points)
+        return {k: out[k] for k in ("image", "flow", "points", "valid")}
     from pipeline.flowio import log_normalise_flow
 
     normalised = log_normalise_flow(flow, M=flow_bound)
     out["flow"] = torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
     return {k: out[k] for k in ("image", "flow", "valid")}
+
+
+def sparse_from_points(flow: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """CMP's sparse input (B, 4, H, W) from flow (B, 2, H, W) and points (B, P, 2), -1 = none.
+
+    Channels 0-1 hold the flow at the points and 0 elsewhere, channels 2-3 the point mask
+    (``pipeline.guidance.sparse_flow_input``, batched, on the flow's device).
+    """
+    if flow.ndim != 4 or flow.shape[1] != 2 or points.ndim != 3 or points.shape[-1] != 2:
+        raise ValueError(f"need flow (B,2,H,W) and points (B,P,2), got {flow.shape} {points.shape}")
+    batch, _, height, width = flow.shape
+    sparse = flow.new_zeros((batch, 4, height, width))
+    keep = points[..., 0] >= 0
+    rows = torch.arange(batch, device=flow.device)[:, None].expand_as(keep)[keep]
+    ys, xs = points[..., 0][keep].long(), points[..., 1][keep].long()
+    sparse[rows, 0:2, ys, xs] = flow[rows, :, ys, xs]
+    sparse[rows, 2:4, ys, xs] = 1.0
+    return sparse
+
+
+def to_model_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A collated loader batch in the batch contract of ``models/train.py``, on its device.
+
+    uint8 (B, H, W, 3) images become ImageNet-normalised float32 (B, 3, H, W); ``points``
+    become ``sparse`` (:func:`sparse_from_points`); uint8 trimaps become int64. A batch
+    already in that form (e.g. from ``SyntheticCMPDataModule``) passes through unchanged.
+    """
+    out = dict(batch)
+    image = out["image"]
+    if image.dtype == torch.uint8:
+        mean = torch.as_tensor(IMAGENET_MEAN, device=image.device).view(1, 3, 1, 1)
+        scale = torch.as_tensor(1.0 / IMAGENET_STD, device=image.device).view(1, 3, 1, 1)
+        image = image.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+        out["image"] = (image - mean) * scale
+    points = out.pop("points", None)
+    if points is not None and "sparse" not in out:
+        out["sparse"] = sparse_from_points(out["flow"], points)
+    if "trimap" in out and out["trimap"].dtype == torch.uint8:
+        out["trimap"] = out["trimap"].long()
+    return out
 
 
 class ShardDataset(Dataset):
@@ -283,16 +371,20 @@ class ShardDataset(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range ({len(self)} samples)")
         rng = self._rng(i, draw_seed)
-        sample = self.read(i)
+        reader, local = self.readers[self.shard_of[i]], int(self.local_of[i])
+        height, width = reader.sample_shape(local)
         geom = draw_geometry(
             rng,
-            sample["height"],
-            sample["width"],
+            height,
+            width,
             crop_size=self.crop_size,
             scale_range=self.scale_range,
             flip=self.flip,
             train=self.augment,
         )
+        # Only the part of the frame the crop samples is read (tiled arrays) and converted.
+        window = source_window(geom, height, width)
+        sample = reader.read_sample(local, fields=_VIEW_FIELDS[self.view], window=window)
         sample = apply_geometry(sample, geom)
         return make_view(
             sample, self.view, rng=rng, guidance=self.guidance, flow_bound=self.flow_bound
@@ -379,6 +471,10 @@ class ShardDataModule(pl.LightningDataModule):
         }
         self.train_set: ShardDataset | None = None
         self.val_set: ShardDataset | None = None
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # The compact loader batch is expanded where it is cheap: on the training device.
+        return to_model_batch(batch)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

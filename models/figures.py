@@ -120,8 +120,11 @@ def collect_validation_samples(
     samples: list[dict[str, np.ndarray]] = []
     with torch.no_grad():
         for batch in datamodule.val_dataloader():
-            image = batch["image"].to(device, torch.float32)
-            sparse = batch["sparse"].to(device, torch.float32)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            # A DataModule may ship a compact batch and expand it after transfer (models.data).
+            batch = datamodule.on_after_batch_transfer(batch, 0)
+            image = batch["image"].to(torch.float32)
+            sparse = batch["sparse"].to(torch.float32)
             logits = model(image, sparse)
             pred = predict_flow(logits, image.shape[-2:], model.num_bins, model.max_flow)
             for i in range(image.shape[0]):
@@ -133,7 +136,7 @@ def collect_validation_samples(
                         "image": _to_rgb(image[i].cpu().numpy()),
                         "points_yx": np.stack([ys, xs], axis=1),
                         "vectors_dxdy": vectors.astype(np.float32),
-                        "target": batch["flow"][i].numpy().transpose(1, 2, 0),
+                        "target": batch["flow"][i].cpu().numpy().transpose(1, 2, 0),
                         "pred": pred[i].float().cpu().numpy().transpose(1, 2, 0),
                     }
                 )

@@ -10,6 +10,7 @@ import torch
 from test_shards import make_set
 
 from models import data as md
+from pipeline import guidance as g
 from pipeline import shards as sh
 
 GUIDANCE = {"kernel_size": 9, "grid_stride": 16, "max_points": 20}
@@ -95,7 +96,13 @@ def test_draw_geometry_rules():
 )
 def test_views(shard_sets, view, keys):
     ds = md.ShardDataset(shard_sets, view=view, crop_size=CROP, guidance=GUIDANCE, seed=0)
-    item = ds[0]
+    wire = ds[0]
+    # The loader ships the image as uint8 and CMP's guidance as padded points ...
+    assert wire["image"].dtype == torch.uint8 and wire["image"].shape == (CROP, CROP, 3)
+    if view == "cmp":
+        assert wire["points"].shape == (GUIDANCE.get("max_points", 150), 2)
+    # ... and the batch contract appears after transfer.
+    item = {k: v[0] for k, v in md.to_model_batch({k: v[None] for k, v in wire.items()}).items()}
     expected = set(keys) | ({"sparse", "valid"} if view == "cmp" else set())
     expected |= {"valid"} if view == "cpfs" else set()
     assert set(item) == expected
@@ -106,8 +113,10 @@ def test_views(shard_sets, view, keys):
     if view == "cmp":
         assert item["sparse"].shape == (4, CROP, CROP) and item["valid"].dtype == torch.bool
         mask = item["sparse"][2] > 0
-        assert mask.any() and torch.equal(item["sparse"][2], item["sparse"][3])
+        n_points = int((wire["points"][:, 0] >= 0).sum())
+        assert mask.sum() == n_points > 0 and torch.equal(item["sparse"][2], item["sparse"][3])
         torch.testing.assert_close(item["sparse"][:2][:, mask], item["flow"][:, mask])
+        assert torch.count_nonzero(item["sparse"][:2][:, ~mask]) == 0
     if view == "cpfs":
         assert item["flow"].abs().max() <= 1.0
         assert item["flow"].abs().max() > 0.3  # |flow| up to 5 px -> log(6)/log(57) = 0.44
@@ -168,7 +177,7 @@ def test_workers_match_single_process(shard_sets, context):
     multi = batches(module, 3)
     assert len(multi) == 3
     for a, b in zip(single, multi, strict=True):
-        assert set(a) == {"image", "flow", "sparse", "valid"}
+        assert set(a) == {"image", "flow", "points", "valid"}
         for key in a:
             torch.testing.assert_close(a[key], b[key])
 
@@ -178,7 +187,8 @@ def test_datamodule_val_and_errors(shard_sets, tmp_path):
         shard_sets, view="cpfs", crop_size=CROP, batch_size=2, num_workers=0
     )
     val = next(iter(module.val_dataloader()))
-    assert val["image"].shape == (2, 3, CROP, CROP)
+    assert val["image"].shape == (2, CROP, CROP, 3)
+    assert module.on_after_batch_transfer(val, 0)["image"].shape == (2, 3, CROP, CROP)
     again = next(iter(module.val_dataloader()))
     torch.testing.assert_close(val, again)  # validation crops are deterministic
     single = make_set(tmp_path, 1, n_pairs=2)
@@ -195,3 +205,80 @@ def test_datamodule_val_and_errors(shard_sets, tmp_path):
         md.ShardDataModule(shard_sets, multiprocessing_context="threads")
     with pytest.raises(ValueError):
         md.ShardDataset(shard_sets, split="test")
+
+
+# --------------------------------------------------------------------------- crop windows
+
+
+@pytest.mark.parametrize(
+    "geom",
+    [
+        md.Geometry(1.0, 5, 9, 40, 48, False),
+        md.Geometry(1.0, 0, 0, 64, 96, True),
+        md.Geometry(1.37, 11, 30, 40, 48, True),
+        md.Geometry(0.8, 3, 7, 40, 48, False),
+        md.Geometry(2.0, 0, 150, 40, 42, False),  # touches the bottom-right corner
+    ],
+)
+def test_warping_the_source_window_equals_warping_the_frame(geom):
+    rng = np.random.default_rng(0)
+    height, width = 64, 96
+    sample = {
+        "image": rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+        "flow": rng.normal(0, 3, (height, width, 2)).astype(np.float32),
+        "valid": rng.random((height, width)) > 0.2,
+        "trimap": rng.integers(0, 2, (height, width), dtype=np.uint8),
+        "soft": rng.random((height, width)).astype(np.float32),
+    }
+    whole = md.apply_geometry(sample, geom)
+    top, bottom, left, right = md.source_window(geom, height, width)
+    assert 0 <= top < bottom <= height and 0 <= left < right <= width
+    if geom.scale == 1.0:
+        assert (bottom - top, right - left) == (geom.height, geom.width)
+    cut = {k: v[top:bottom, left:right] for k, v in sample.items()}
+    part = md.apply_geometry(cut, geom, origin=(top, left))
+    for name in ("image", "valid", "trimap"):
+        np.testing.assert_array_equal(part[name], whole[name])
+    for name in ("flow", "soft"):
+        np.testing.assert_allclose(part[name], whole[name], atol=1e-4)
+
+
+def test_apply_geometry_leaves_the_input_untouched():
+    flow = np.ones((20, 30, 2), np.float32)
+    sample = {"flow": flow, "valid": np.ones((20, 30), bool)}
+    for flip in (False, True):
+        out = md.apply_geometry(sample, md.Geometry(1.0, 0, 0, 20, 30, flip))
+        out["flow"][...] = 7.0
+        assert (flow == 1.0).all()
+
+
+def test_model_batch_normalises_the_image_and_scatters_the_points():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (2, 17, 23, 3), dtype=np.uint8)
+    flow = torch.from_numpy(rng.normal(0, 2, (2, 2, 17, 23)).astype(np.float32))
+    points = torch.tensor([[[0, 0], [16, 22], [-1, -1]], [[5, 7], [-1, -1], [-1, -1]]])
+    batch = md.to_model_batch({"image": torch.from_numpy(image), "flow": flow, "points": points})
+    expected = (image.astype(np.float32) - md.IMAGENET_MEAN) / md.IMAGENET_STD
+    np.testing.assert_allclose(batch["image"].numpy(), expected.transpose(0, 3, 1, 2), atol=1e-5)
+    assert batch["image"].is_contiguous() and "points" not in batch
+    sparse = batch["sparse"]
+    for b, yx in enumerate(([(0, 0), (16, 22)], [(5, 7)])):
+        ys, xs = zip(*yx, strict=True)
+        assert int((sparse[b, 2] > 0).sum()) == len(yx)
+        for y, x in yx:
+            torch.testing.assert_close(sparse[b, :2, y, x], flow[b, :, y, x])
+            assert sparse[b, 2, y, x] == 1 and sparse[b, 3, y, x] == 1
+        assert torch.count_nonzero(sparse[b, :2]) == 2 * len(set(zip(ys, xs, strict=True)))
+    # One point per sample in the HWC numpy builder agrees with the batched one.
+    single = g.sparse_flow_input(flow[1].numpy().transpose(1, 2, 0), np.array([[5, 7]]))
+    np.testing.assert_array_equal(sparse[1].numpy(), single.transpose(2, 0, 1))
+    # An already expanded batch passes through unchanged.
+    again = md.to_model_batch(batch)
+    assert all(again[k] is batch[k] for k in batch)
+
+
+def test_bad_image_for_a_view_is_rejected():
+    sample = ramp_sample()
+    sample["image"] = sample["image"].astype(np.float32)
+    with pytest.raises(ValueError, match="uint8"):
+        md.make_view(sample, "cpfs", rng=np.random.default_rng(0))
