@@ -731,18 +731,9 @@ class ShardReader:
         self._decode_blobs(f, i, wanted, has_mask, out)
         for name in ("image", "flow", "valid", "trimap", "soft"):
             if out.get(name) is not None:  # blobs decode whole: check, then cut
-                if out[name].shape[:2] != shape:
-                    raise ShapeMismatch(
-                        f"sample {i}: {name} is {out[name].shape[:2]}, expected {shape}"
-                    )
+                _check_shape(i, name, out[name].shape, shape)
                 out[name] = out[name][rows, cols]
-        self._read_arrays(f, i, wanted, has_mask, out, rows, cols)
-        expected = (rows.stop - rows.start, cols.stop - cols.start)
-        for name in ("image", "flow", "trimap"):
-            if out.get(name) is not None and out[name].shape[:2] != expected:
-                raise ShapeMismatch(
-                    f"sample {i}: {name} is {out[name].shape[:2]}, expected {expected}"
-                )
+        self._read_arrays(f, i, wanted, has_mask, out, shape, rows, cols)
         if "guidance" in wanted:
             lo, hi = f["guidance_offsets"][i : i + 2]
             out["points"] = f["guidance_points"][lo:hi]
@@ -778,6 +769,7 @@ class ShardReader:
         wanted: set[str],
         has_mask: bool,
         out: dict[str, Any],
+        shape: tuple[int, int],
         rows: slice,
         cols: slice,
     ) -> None:
@@ -785,17 +777,27 @@ class ShardReader:
         if not names:
             return
         group = f[f"arrays/{i:06d}"]
+
+        def window_of(name: str) -> np.ndarray:
+            # The stored shape is checked whole (HDF5 metadata, no read), then the window read.
+            _check_shape(i, name, group[name].shape, shape)
+            return group[name][rows, cols]
+
         if "image" in names:
-            out["image"] = group["image"][rows, cols]
+            out["image"] = window_of("image")
         if "flow" in names:
             scale, offset = float(self._attrs["flow_scale"]), int(self._attrs["flow_offset"])
-            kitti = group["flow"][rows, cols]
-            out["flow"], out["valid"] = kitti_to_flow(kitti, scale=scale, offset=offset)
+            out["flow"], out["valid"] = kitti_to_flow(window_of("flow"), scale=scale, offset=offset)
         if "trimap" in names:
-            out["trimap"] = group["trimap"][rows, cols] if has_mask else None
+            out["trimap"] = window_of("trimap") if has_mask else None
         if "soft" in names:
-            soft = group["soft"][rows, cols] if has_mask else None
+            soft = window_of("soft") if has_mask else None
             out["soft"] = None if soft is None else soft.astype(np.float32) / 255.0
+
+
+def _check_shape(i: int, name: str, stored: tuple[int, ...], shape: tuple[int, int]) -> None:
+    if tuple(stored[:2]) != shape:
+        raise ShapeMismatch(f"sample {i}: {name} is {tuple(stored[:2])}, expected {shape}")
 
 
 def _window_slices(

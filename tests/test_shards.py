@@ -283,8 +283,9 @@ def test_validate_reports_missing_index_and_shape_mismatch(tmp_path):
     path = out / index["shards"][0]["file"]
     with h5py.File(path, "a") as f:
         f["height"][0] = HEIGHT + 1  # metadata disagrees with the stored image
+        f["width"][1] = WIDTH - 1  # ... a stored array larger than the metadata says
     report = sh.validate_shards(out)
-    assert report["shape_mismatch"][0]["index"] == 0 and report["sha256_mismatch"]
+    assert [m["index"] for m in report["shape_mismatch"]] == [0, 1] and report["sha256_mismatch"]
 
 
 def test_interrupted_write_leaves_nothing_complete(tmp_path, monkeypatch):
