@@ -159,10 +159,20 @@ def watershed_map(edge_mask: np.ndarray) -> np.ndarray:
 
     Without any edge pixel the map is all zeros: there is no motion boundary to sample from.
     """
-    if not edge_mask.any():
-        return np.zeros(edge_mask.shape, np.float32)
     non_edge = np.logical_not(edge_mask).view(np.uint8)  # bool is one byte of 0 / 1
-    return cv2.distanceTransform(non_edge, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    distance = _distance_to_edges(non_edge)
+    return np.zeros(edge_mask.shape, np.float32) if distance is None else distance
+
+
+def _distance_to_edges(non_edge: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray | None:
+    """Exact L2 distance of nonzero pixels to the nearest zero one; None without any zero.
+
+    OpenCV answers an all-nonzero map with a flat huge value, which would make every pixel an
+    NMS candidate; the callers treat "no edge" as "no watershed point" instead.
+    """
+    if cv2.countNonZero(non_edge) == non_edge.size:
+        return None
+    return cv2.distanceTransform(non_edge, cv2.DIST_L2, cv2.DIST_MASK_PRECISE, dst=dst)
 
 
 def nms_candidates(score: np.ndarray, kernel_size: int) -> np.ndarray:
@@ -426,11 +436,9 @@ def _watershed_points(
     edges = _sobel_edges(flow, scratch)
     cut = _edge_cut(edges, edge_threshold, edge_floor)
     non_edge = cv2.compare(edges, cut, cv2.CMP_LE, dst=scratch["non_edge"])
-    if cv2.countNonZero(non_edge) == non_edge.size:
-        return np.zeros((0, 2), np.int32)  # no motion boundary: see watershed_map
-    distance = cv2.distanceTransform(
-        non_edge, cv2.DIST_L2, cv2.DIST_MASK_PRECISE, dst=scratch["distance"]
-    )
+    distance = _distance_to_edges(non_edge, scratch["distance"])
+    if distance is None:
+        return np.zeros((0, 2), np.int32)  # no motion boundary
     candidates = _nms_candidates(distance, kernel_size, scratch)
     # NMS candidates are distinct, in-image pixels: no need for the public checks.
     kept = _remove_near_duplicates(candidates, kernel_size, flow.shape[:2], rng)
