@@ -41,8 +41,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from pipeline.shards import ShardReader, read_index
 
 VIEWS = ("cmp", "cpfs", "motion_masks")
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORE_INDEX = 255
 # CMP paper setting (YFCC / YouTube9K): NMS kernel 81, grid stride 200, at most 150 points.
 DEFAULT_GUIDANCE = {
@@ -241,6 +241,14 @@ def make_view(
     return {k: out[k] for k in ("image", "flow", "valid")}
 
 
+def normalise_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) RGB -> float32 (N, 3, H, W) ImageNet-normalised, on their device."""
+    x = images.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x.div_(255.0) - mean) / std
+
+
 def sparse_from_points(flow: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """CMP's sparse input (B, 4, H, W) from flow (B, 2, H, W) and points (B, P, 2), -1 = none.
 
@@ -267,12 +275,8 @@ def to_model_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     already in that form (e.g. from ``SyntheticCMPDataModule``) passes through unchanged.
     """
     out = dict(batch)
-    image = out["image"]
-    if image.dtype == torch.uint8:
-        mean = torch.as_tensor(IMAGENET_MEAN, device=image.device).view(1, 3, 1, 1)
-        scale = torch.as_tensor(1.0 / IMAGENET_STD, device=image.device).view(1, 3, 1, 1)
-        image = image.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
-        out["image"] = (image - mean) * scale
+    if out["image"].dtype == torch.uint8:
+        out["image"] = normalise_images(out["image"])
     points = out.pop("points", None)
     if points is not None and "sparse" not in out:
         out["sparse"] = sparse_from_points(out["flow"], points)

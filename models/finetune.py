@@ -50,6 +50,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from models.backbones import build_backbone
+from models.data import IMAGENET_MEAN, IMAGENET_STD, normalise_images
 
 __all__ = [
     "DEPTHS",
@@ -81,8 +82,6 @@ __all__ = [
 ]
 
 IGNORE_INDEX = 255
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Far above the 32-bit seeds of pretraining videos (``video_seed`` draws one uint32).
 SYNTHETIC_TRAIN_SEED = 2**40
@@ -249,10 +248,7 @@ def mean_iou(confusion: torch.Tensor) -> float:
 
 def _normalise(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) RGB → float32 (N, 3, H, W) with ImageNet mean/std (as in pretraining)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalise_images(torch.from_numpy(np.ascontiguousarray(images)))
 
 
 class ArraySegmentationDataset(Dataset):

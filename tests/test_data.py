@@ -258,7 +258,8 @@ def test_model_batch_normalises_the_image_and_scatters_the_points():
     flow = torch.from_numpy(rng.normal(0, 2, (2, 2, 17, 23)).astype(np.float32))
     points = torch.tensor([[[0, 0], [16, 22], [-1, -1]], [[5, 7], [-1, -1], [-1, -1]]])
     batch = md.to_model_batch({"image": torch.from_numpy(image), "flow": flow, "points": points})
-    expected = (image.astype(np.float32) - md.IMAGENET_MEAN) / md.IMAGENET_STD
+    mean, std = np.float32(md.IMAGENET_MEAN), np.float32(md.IMAGENET_STD)
+    expected = (image.astype(np.float32) / 255.0 - mean) / std
     np.testing.assert_allclose(batch["image"].numpy(), expected.transpose(0, 3, 1, 2), atol=1e-5)
     assert batch["image"].is_contiguous() and "points" not in batch
     sparse = batch["sparse"]
