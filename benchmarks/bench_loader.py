@@ -157,12 +157,7 @@ class DecodeOnly(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int):
-        ds = self.dataset
-        reader, local = ds.readers[ds.shard_of[i]], int(ds.local_of[i])
-        height, width = reader.sample_shape(local)
-        geom = md.draw_geometry(np.random.default_rng(i), height, width, crop_size=CROP)
-        window = md.source_window(geom, height, width)
-        sample = reader.read_sample(local, fields=("image", "flow"), window=window)
+        sample, _ = self.dataset.read_crop(i, np.random.default_rng(i))
         return torch.tensor(sample["image"].shape[0])
 
 
@@ -225,21 +220,19 @@ def layout_figures(videos, root: Path, repeats: int) -> dict:
             "write_s": time.perf_counter() - start,
         }
         readers = [sh.ShardReader(out / e["file"]) for e in index["shards"]]
-        items[name] = [(r, i) for r in readers for i in range(len(r))]
+        pairs = [(r, i) for r in readers for i in range(len(r))]
+        items[name] = (pairs, md.ShardDataset([out / "index.json"], crop_size=CROP, seed=0))
     rates = {name: {"whole": [], "crop_window": []} for name in LAYOUT_VARIANTS}
     for _ in range(repeats):  # round-robin: load spikes hit every layout alike
-        for name, pairs in items.items():
+        for name, (pairs, dataset) in items.items():
             start = time.perf_counter()
             for reader, i in pairs:
                 reader.read_sample(i, fields=("image", "flow"))
             rates[name]["whole"].append(len(pairs) / (time.perf_counter() - start))
             start = time.perf_counter()
-            for k, (reader, i) in enumerate(pairs):
-                height, width = reader.sample_shape(i)
-                geom = md.draw_geometry(np.random.default_rng(k), height, width, crop_size=CROP)
-                window = md.source_window(geom, height, width)
-                reader.read_sample(i, fields=("image", "flow"), window=window)
-            rates[name]["crop_window"].append(len(pairs) / (time.perf_counter() - start))
+            for i in range(len(dataset)):
+                dataset.read_crop(i, np.random.default_rng(i))
+            rates[name]["crop_window"].append(len(dataset) / (time.perf_counter() - start))
     for name in LAYOUT_VARIANTS:
         figures[name]["read_decode_samples_per_s"] = statistics.median(rates[name]["whole"])
         figures[name]["read_decode_crop_window_samples_per_s"] = statistics.median(

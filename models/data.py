@@ -357,10 +357,25 @@ class ShardDataset(Dataset):
             raise ValueError("weights put zero probability on every sample")
         return per_sample
 
-    def read(self, i: int) -> dict[str, Any]:
-        """The decoded, un-augmented sample ``i``."""
-        reader = self.readers[self.shard_of[i]]
-        return reader.read_sample(int(self.local_of[i]), fields=_VIEW_FIELDS[self.view])
+    def read_crop(self, i: int, rng: np.random.Generator) -> tuple[dict[str, Any], Geometry]:
+        """Sample ``i``'s augmentation drawn from ``rng`` and the window of the frame it samples.
+
+        The geometry comes from the sample's size in the metadata; only the window the crop
+        samples is read (tiled arrays) and converted. Apply it with :func:`apply_geometry`.
+        """
+        reader, local = self.readers[self.shard_of[i]], int(self.local_of[i])
+        height, width = reader.sample_shape(local)
+        geom = draw_geometry(
+            rng,
+            height,
+            width,
+            crop_size=self.crop_size,
+            scale_range=self.scale_range,
+            flip=self.flip,
+            train=self.augment,
+        )
+        window = source_window(geom, height, width)
+        return reader.read_sample(local, fields=_VIEW_FIELDS[self.view], window=window), geom
 
     def _rng(self, i: int, draw_seed: int | None) -> np.random.Generator:
         if draw_seed is not None:
@@ -375,20 +390,7 @@ class ShardDataset(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range ({len(self)} samples)")
         rng = self._rng(i, draw_seed)
-        reader, local = self.readers[self.shard_of[i]], int(self.local_of[i])
-        height, width = reader.sample_shape(local)
-        geom = draw_geometry(
-            rng,
-            height,
-            width,
-            crop_size=self.crop_size,
-            scale_range=self.scale_range,
-            flip=self.flip,
-            train=self.augment,
-        )
-        # Only the part of the frame the crop samples is read (tiled arrays) and converted.
-        window = source_window(geom, height, width)
-        sample = reader.read_sample(local, fields=_VIEW_FIELDS[self.view], window=window)
+        sample, geom = self.read_crop(i, rng)
         sample = apply_geometry(sample, geom)
         return make_view(
             sample, self.view, rng=rng, guidance=self.guidance, flow_bound=self.flow_bound
