@@ -154,7 +154,8 @@ def _warp(
         # cv2.flip writes a fresh contiguous array ~10x faster than copying out[:, ::-1].
         # OpenCV reads the row-strided crop view in place.
         flipped = cv2.flip(out, 1)
-        return flipped.reshape(out.shape)  # OpenCV drops a trailing channel axis of 1
+        # OpenCV drops a trailing channel axis of 1; put it back only then (a reshape is a view).
+        return flipped if flipped.shape == out.shape else flipped.reshape(out.shape)
     return np.ascontiguousarray(out)
 
 
@@ -181,7 +182,7 @@ def apply_geometry(
             flow *= np.float32(geom.scale)
         if geom.flip:
             flow[..., 0] = -flow[..., 0]
-        if flow.base is not None or flow is sample["flow"]:
+        if np.may_share_memory(flow, sample["flow"]):  # a pure crop without flip is a view
             flow = flow.copy()  # never hand out (or later modify) the stored sample's memory
         out["flow"] = flow
     if sample.get("valid") is not None:
