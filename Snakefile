@@ -28,5 +28,5 @@ rule all:
         rules.guidance.input,
         rules.masks.input,
         rules.shards.input,
-        rules.pretrain_cmp.input,
+        pretrain_backbones().values(),
         rules.benchmark.input,

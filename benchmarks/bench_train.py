@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 
 from models.cmp import cmp_loss, cmp_model
-from models.train import synthetic_cmp_sample
+from models.synthetic import synthetic_sample
 
 OUT = Path(__file__).resolve().parent / "out" / "train.json"
 
 
 def _batch(batch_size: int, size: int, device: torch.device) -> dict[str, torch.Tensor]:
-    samples = [synthetic_cmp_sample(i, size=size, max_shift=8) for i in range(batch_size)]
+    samples = [synthetic_sample(i, size=size, max_shift=8) for i in range(batch_size)]
     return {k: torch.stack([s[k] for s in samples]).to(device) for k in samples[0]}
 
 

@@ -18,20 +18,13 @@ import yaml
 
 from models.cmp import cmp_loss
 from models.figures import plot_loss_curves, read_metrics
-from models.train import (
-    DEFAULT_CONFIG,
-    CMPModule,
-    SyntheticCMPDataModule,
-    build_datamodule,
-    endpoint_error,
-    fit,
-    load_run_config,
-    synthetic_cmp_sample,
-)
+from models.methods.cmp import CMPModule, endpoint_error
+from models.synthetic import SyntheticDataModule, synthetic_sample
+from models.train import build_datamodule, default_config, fit, load_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
-    "data.factory=models.train.SyntheticCMPDataModule",
+    "data.factory=models.synthetic.SyntheticDataModule",
     "data.kwargs={num_train: 16, num_val: 4, size: 64, batch_size: 4}",
     "model.backbone=resnet18",
     "model.decoder_channels=32",
@@ -48,7 +41,7 @@ def test_config_defaults_overrides_and_errors(tmp_path: Path) -> None:
     assert config["seed"] == 3 and config["model"]["backbone"] == "resnet18"
     assert config["trainer"]["max_steps"] == 7 and config["optim"]["lr"] == 0.01
     assert config["data"]["kwargs"] == {"root": "/x", "k": [1, 2]}
-    assert config["model"]["num_bins"] == DEFAULT_CONFIG["model"]["num_bins"] == 99
+    assert config["model"]["num_bins"] == default_config("cmp")["model"]["num_bins"] == 99
     assert config["optim"]["lr_milestones"] == pytest.approx([2 / 3.5, 3 / 3.5])
     with pytest.raises(ValueError, match="unknown config key 'trainer.max_step'"):
         load_run_config(None, ["trainer.max_step=7"])
@@ -56,6 +49,8 @@ def test_config_defaults_overrides_and_errors(tmp_path: Path) -> None:
         load_run_config(None, ["trainer.max_steps"])
     with pytest.raises(ValueError, match="must be a mapping"):
         load_run_config(None, ["trainer=3"])
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        load_run_config(None, ["method=nope"])
     with pytest.raises(ValueError, match="dotted path"):
         build_datamodule("CMPDataModule")
     with pytest.raises(ValueError, match="not a DataModule"):
@@ -63,7 +58,7 @@ def test_config_defaults_overrides_and_errors(tmp_path: Path) -> None:
 
 
 def test_synthetic_batch_follows_the_contract() -> None:
-    sample = synthetic_cmp_sample(5, size=32, max_shift=4, seed=1)
+    sample = synthetic_sample(5, size=32, max_shift=4, seed=1)
     assert sample["image"].shape == (3, 32, 32) and sample["image"].dtype == torch.float32
     assert sample["flow"].shape == (2, 32, 32) and sample["sparse"].shape == (4, 32, 32)
     mask = sample["sparse"][2] > 0
@@ -71,7 +66,7 @@ def test_synthetic_batch_follows_the_contract() -> None:
     # Guidance vectors are the target flow at the guidance points, zero elsewhere.
     assert torch.equal(sample["sparse"][:2][:, mask], sample["flow"][:, mask])
     assert torch.count_nonzero(sample["sparse"][:2][:, ~mask]) == 0
-    assert torch.equal(synthetic_cmp_sample(5, 32, 4, seed=1)["image"], sample["image"])
+    assert torch.equal(synthetic_sample(5, 32, 4, seed=1)["image"], sample["image"])
 
 
 def test_endpoint_error_known_answer() -> None:
@@ -87,7 +82,7 @@ def test_endpoint_error_known_answer() -> None:
 def test_loss_falls_on_a_fixed_seed() -> None:
     torch.manual_seed(0)
     module = CMPModule(backbone="resnet18", decoder_channels=32)
-    datamodule = SyntheticCMPDataModule(num_train=8, num_val=0, size=64, batch_size=4)
+    datamodule = SyntheticDataModule(num_train=8, num_val=0, size=64, batch_size=4)
     datamodule.setup("fit")
     batches = list(datamodule.train_dataloader())
     optimizer = torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
@@ -164,7 +159,7 @@ def test_kill_9_then_rerun_resumes_from_last_checkpoint(
     # Rerun the same run (in-process, to save an interpreter start) with a nearby horizon.
     # checkpoint_every_n_steps differs on purpose: last.ckpt must still be the one refreshed.
     config = load_run_config(run, [*TINY, f"trainer.max_steps={killed_at + 2}"])
-    with caplog.at_level(logging.INFO, logger="models.train"):
+    with caplog.at_level(logging.INFO):
         fit(config)
     assert f"resuming from {last}" in caplog.text
     started = [int(m) for m in re.findall(r"training starts at global step (\d+)", caplog.text)]

@@ -6,7 +6,7 @@ BENCH_DIR = f"{RESULTS}/benchmark"
 
 rule benchmark_run:
     input:
-        cmp=rules.pretrain_cmp_run.output.backbone,
+        **pretrain_backbones(),
     output:
         summary=report(
             f"{BENCH_DIR}/summary.tsv",

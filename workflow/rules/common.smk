@@ -89,38 +89,71 @@ def stage_params(section):
     return json.dumps(config[section], sort_keys=True, separators=(",", ":"))
 
 
-def cmp_sets():
-    return PRETRAIN_CMP["sets"] or active_sets()
+PRETRAIN = config["pretrain"]
+# Every method with a config section gets its rules; `pretrain.methods` chooses what `all` and
+# the benchmark include.
+PRETRAIN_SECTIONS = [name for name in PRETRAIN if name != "methods"]
 
 
-def cmp_run_overrides(wildcards, input):
-    """The run config as --set overrides of `python -m models.train` (JSON values are YAML)."""
-    cfg = PRETRAIN_CMP
-    data = dict(cfg["data"])
-    data["index_paths"] = [f"{d}/index.json" for d in input.shards]
-    data["weights"] = cfg["set_weights"] or None
-    data["seed"] = cfg["seed"]
-    sections = {
-        "seed": cfg["seed"],
-        "deterministic": cfg["deterministic"],
-        "output_dir": CMP_DIR,
-        "model": cfg["model"],
-        "optim": cfg["optim"],
-        "trainer": cfg["trainer"],
-        "data": {"factory": "models.data.CMPDataModule", "kwargs": data},
-        "figures": cfg["figures"],
-    }
-    return [f"{key}={json.dumps(value)}" for key, value in sections.items()]
+def pretrain_dir(method):
+    return f"{RESULTS}/pretrain/{method}/{PRETRAIN[method]['run']}"
+
+
+def pretrain_shards(method):
+    sets = PRETRAIN[method]["sets"] or active_sets()
+    return [SHARDS_DIR.format(set=s) for s in sets]
+
+
+def pretrain_backbones():
+    """method -> backbone.pth of every method in pretrain.methods."""
+    return {m: f"{pretrain_dir(m)}/backbone.pth" for m in PRETRAIN["methods"]}
+
+
+def pretrain_overrides(method):
+    """Params function: the run config as --set overrides of `python -m models.train`."""
+
+    def overrides(wildcards, input):
+        cfg = PRETRAIN[method]
+        data = dict(cfg["data"])
+        data["index_paths"] = [f"{d}/index.json" for d in input.shards]
+        data["weights"] = cfg["set_weights"] or None
+        data["seed"] = cfg["seed"]
+        sections = {
+            "method": method,
+            "seed": cfg["seed"],
+            "deterministic": cfg["deterministic"],
+            "output_dir": pretrain_dir(method),
+            "model": cfg["model"],
+            "optim": cfg["optim"],
+            "trainer": cfg["trainer"],
+            "data": {"kwargs": data},
+            "figures": cfg["figures"],
+        }
+        return [f"{key}={json.dumps(value)}" for key, value in sections.items()]
+
+    return overrides
+
+
+def benchmark_backbone():
+    """The trunk architecture every compared method shares (a clear error if they differ)."""
+    names = {m: PRETRAIN[m]["model"]["backbone"] for m in PRETRAIN["methods"]}
+    if len(set(names.values())) > 1:
+        raise ValueError(
+            f"pretrain.methods must share model.backbone for the benchmark, got {names}"
+        )
+    return next(iter(names.values()), "resnet18")
 
 
 def benchmark_overrides(wildcards, input, threads):
     cfg = config["benchmark"]
     inits = [{"name": "random", "backbone_path": None}]
-    inits.append({"name": f"cmp-{PRETRAIN_CMP['run']}", "backbone_path": input.cmp})
+    for method in PRETRAIN["methods"]:
+        name = f"{method}-{PRETRAIN[method]['run']}"
+        inits.append({"name": name, "backbone_path": getattr(input, method)})
     inits.extend(cfg["extra_initialisations"])
     sections = {
         "output_dir": BENCH_DIR,
-        "backbone": PRETRAIN_CMP["model"]["backbone"],
+        "backbone": benchmark_backbone(),
         "num_threads": threads,
         "seeds": cfg["seeds"],
         "initialisations": inits,

@@ -1,43 +1,47 @@
-# Pretraining: CMP on the shards of the chosen sets; a rerun resumes from the last checkpoint.
+# Pretraining: one pair of rules per method with a `pretrain.<method>` section, all alike:
+# pretrain_<method>_run trains (GPU resources belong to it; a rerun resumes from the last
+# checkpoint) and pretrain_<method> is its target. `pretrain.methods` picks those `all` and the
+# benchmark use; the others still run on request (snakemake pretrain_<method>).
 
 
-PRETRAIN_CMP = config["pretrain"]["cmp"]
-CMP_DIR = f"{RESULTS}/pretrain/cmp/{PRETRAIN_CMP['run']}"
+for method in PRETRAIN_SECTIONS:
 
+    rule:
+        name:
+            f"pretrain_{method}_run"
+        input:
+            shards=pretrain_shards(method),
+        output:
+            backbone=f"{pretrain_dir(method)}/backbone.pth",
+            losses=report(
+                f"{pretrain_dir(method)}/figures/loss_curves.png",
+                caption=f"../report/{method}_losses.rst",
+                category="Pretraining",
+                subcategory=method,
+            ),
+            predictions=report(
+                f"{pretrain_dir(method)}/figures/val_predictions.png",
+                caption=f"../report/{method}_predictions.rst",
+                category="Pretraining",
+                subcategory=method,
+            ),
+        log:
+            f"{pretrain_dir(method)}/train.log",
+        benchmark:
+            f"{pretrain_dir(method)}/benchmark.tsv"
+        conda:
+            "../../envs/train.yaml"
+        threads: workflow.cores
+        resources:
+            gpu=1,
+        params:
+            overrides=pretrain_overrides(method),
+        shell:
+            'args=(); for o in {params.overrides:q}; do args+=(--set "$o"); done;'
+            ' python -m models.train fit "${{args[@]}}" > {log:q} 2>&1'
 
-rule pretrain_cmp_run:
-    input:
-        shards=[SHARDS_DIR.format(set=s) for s in cmp_sets()],
-    output:
-        backbone=f"{CMP_DIR}/backbone.pth",
-        losses=report(
-            f"{CMP_DIR}/figures/loss_curves.png",
-            caption="../report/cmp_losses.rst",
-            category="Pretraining",
-            subcategory="CMP",
-        ),
-        predictions=report(
-            f"{CMP_DIR}/figures/val_predictions.png",
-            caption="../report/cmp_predictions.rst",
-            category="Pretraining",
-            subcategory="CMP",
-        ),
-    log:
-        f"{CMP_DIR}/train.log",
-    benchmark:
-        f"{CMP_DIR}/benchmark.tsv"
-    conda:
-        "../../envs/train.yaml"
-    threads: workflow.cores
-    resources:
-        gpu=1,
-    params:
-        overrides=cmp_run_overrides,
-    shell:
-        'args=(); for o in {params.overrides:q}; do args+=(--set "$o"); done;'
-        ' python -m models.train fit "${{args[@]}}" > {log:q} 2>&1'
-
-
-rule pretrain_cmp:
-    input:
-        rules.pretrain_cmp_run.output,
+    rule:
+        name:
+            f"pretrain_{method}"
+        input:
+            f"{pretrain_dir(method)}/backbone.pth",
