@@ -9,7 +9,7 @@ only the window of the frame the crop samples is read (tiled arrays) and convert
 
 The loader ships each sample compactly (``make_view``): uint8 image, guidance as points; the
 DataModule's ``on_after_batch_transfer`` expands a batch on the training device into the batch
-contract of ``models/train.py`` (``to_model_batch``):
+contract of the method (``models/methods/<name>.py``; ``to_model_batch``):
 
 * ``cmp``: ``image`` (3,H,W) ImageNet-normalised, ``flow`` (2,H,W) px, ``sparse`` (4,H,W) from
   guidance points sampled *online* on the augmented flow (CMP Sec. 3.2, ``pipeline.guidance``),
@@ -269,11 +269,11 @@ def sparse_from_points(flow: torch.Tensor, points: torch.Tensor) -> torch.Tensor
 
 
 def to_model_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A collated loader batch in the batch contract of ``models/train.py``, on its device.
+    """A collated loader batch in the batch contract of ``models/methods``, on its device.
 
     uint8 (B, H, W, 3) images become ImageNet-normalised float32 (B, 3, H, W); ``points``
     become ``sparse`` (:func:`sparse_from_points`); uint8 trimaps become int64. A batch
-    already in that form (e.g. from ``SyntheticCMPDataModule``) passes through unchanged.
+    already in that form (e.g. from ``models.synthetic``) passes through unchanged.
     """
     out = dict(batch)
     if out["image"].dtype == torch.uint8:
@@ -525,7 +525,7 @@ class ShardDataModule(pl.LightningDataModule):
 
 
 class CMPDataModule(ShardDataModule):
-    """:class:`ShardDataModule` with the ``cmp`` view (the batch contract of ``models/train.py``)."""
+    """:class:`ShardDataModule` with the ``cmp`` view (batch contract: ``models/methods/cmp.py``)."""
 
     def __init__(
         self,

@@ -87,7 +87,18 @@ class PretrainMethod(pl.LightningModule):
     def validation_metrics(
         self, batch: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """Named scalars logged as ``val/<name>``; the first is shown in the progress bar."""
+        """Named scalars logged as ``val/<name>`` (batch means, averaged over the epoch)."""
+        return {}
+
+    def validation_counts(
+        self, batch: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Named count tensors summed over the validation epoch (and over DDP processes), then
+        handed to ``metrics_from_counts``: exact pooled metrics such as IoU or accuracy."""
+        return {}
+
+    def metrics_from_counts(self, counts: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Named scalars logged as ``val/<name>`` at the end of a validation epoch."""
         return {}
 
     # ------------------------------------------------------------------ shared machinery
@@ -120,9 +131,24 @@ class PretrainMethod(pl.LightningModule):
         self.check_batch(batch)
         loss, outputs = self.compute_loss(batch)
         batch_size = batch["image"].shape[0]
-        self.log("val/loss", loss, sync_dist=True, batch_size=batch_size)
-        for i, (name, value) in enumerate(self.validation_metrics(batch, outputs).items()):
-            self.log(f"val/{name}", value, prog_bar=i == 0, sync_dist=True, batch_size=batch_size)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch_size)
+        for name, value in self.validation_metrics(batch, outputs).items():
+            self.log(f"val/{name}", value, sync_dist=True, batch_size=batch_size)
+        for name, value in self.validation_counts(batch, outputs).items():
+            total = self._val_counts.get(name)
+            self._val_counts[name] = value.detach().double() + (0 if total is None else total)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_counts: dict[str, torch.Tensor] = {}
+
+    def on_validation_epoch_end(self) -> None:
+        counts = getattr(self, "_val_counts", {})
+        if not counts:
+            return
+        reduce = self.trainer.strategy.reduce
+        summed = {name: reduce(value, reduce_op="sum") for name, value in counts.items()}
+        for name, value in self.metrics_from_counts(summed).items():
+            self.log(f"val/{name}", torch.as_tensor(value, dtype=torch.float32))
 
     def on_train_start(self) -> None:
         # The resume test (and a person reading the log) checks where training picked up.
