@@ -66,14 +66,40 @@ def extract_patches(gray: np.ndarray, centres: np.ndarray, patch: int) -> np.nda
     return gray[rr, cc]
 
 
-def hog_patches(patches: np.ndarray, *, cell: int = 5, orientations: int = 6) -> np.ndarray:
-    """HOG of many square patches at once, one block spanning all cells, L2-Hys normalised.
+HOG_BLOCK_NORMS = ("l1", "l2-hys")
+
+
+def normalise_hog_block(hist: np.ndarray, method: str = "l1") -> np.ndarray:
+    """Normalise HOG blocks, one per row of ``hist`` (n, block size), as scikit-image does.
+
+    ``l1`` is the authors' normalisation (scikit-image < 0.13, which their code ran on):
+    ``block / sqrt(sum(block)² + 1e-5)``; ``l2-hys`` is today's scikit-image default: L2 norm
+    (eps 1e-5 squared), clip at 0.2, L2 norm again. Histograms are non-negative, so the ``l1``
+    sum is the L1 norm.
+    """
+    if method == "l1":
+        return hist / np.sqrt(hist.sum(axis=1, keepdims=True) ** 2 + 1e-5)
+    if method == "l2-hys":
+        eps = 1e-5
+        out = hist / np.sqrt((hist * hist).sum(axis=1, keepdims=True) + eps * eps)
+        out = np.minimum(out, 0.2)
+        return out / np.sqrt((out * out).sum(axis=1, keepdims=True) + eps * eps)
+    raise ValueError(f"block_norm must be one of {HOG_BLOCK_NORMS}, got {method!r}")
+
+
+def hog_patches(
+    patches: np.ndarray, *, cell: int = 5, orientations: int = 6, block_norm: str = "l1"
+) -> np.ndarray:
+    """HOG of many square patches at once, one block spanning all cells.
 
     Matches ``skimage.feature.hog(p, orientations, (cell, cell), (patch//cell,)*2)`` per patch:
     central differences (zero on the patch border), unsigned orientation in [0, 180) hard-binned,
-    per-cell mean magnitude, L2 norm, clip at 0.2, L2 norm again. Output (n, cells² · orientations)
-    in (cell row, cell col, orientation) order.
+    per-cell mean magnitude, then the block normalisation ``block_norm`` (``normalise_hog_block``:
+    the authors' L1 by default, or L2-Hys). Output (n, cells² · orientations) in (cell row,
+    cell col, orientation) order.
     """
+    if block_norm not in HOG_BLOCK_NORMS:
+        raise ValueError(f"block_norm must be one of {HOG_BLOCK_NORMS}, got {block_norm!r}")
     p = patches.astype(np.float64)
     n, size, _ = p.shape
     cells = size // cell
@@ -101,11 +127,7 @@ def hog_patches(patches: np.ndarray, *, cell: int = 5, orientations: int = 6) ->
         key.ravel(), weights=magnitude.ravel(), minlength=n * cells * cells * orientations
     ).reshape(n, cells * cells * orientations)
     hist /= cell * cell
-    eps = 1e-5
-    hist /= np.sqrt((hist * hist).sum(axis=1, keepdims=True) + eps * eps)
-    hist = np.minimum(hist, 0.2)
-    hist /= np.sqrt((hist * hist).sum(axis=1, keepdims=True) + eps * eps)
-    return hist
+    return normalise_hog_block(hist, block_norm)
 
 
 def colour_histograms(
@@ -138,6 +160,7 @@ def region_descriptors(
     patch: int = 15,
     hog_cell: int = 5,
     hog_orientations: int = 6,
+    hog_block_norm: str = "l1",
     colour_bins: int = 20,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Descriptors (n, hog + 6·bins + 2) float32 and pixel areas (n,) of a frame's regions."""
@@ -146,7 +169,10 @@ def region_descriptors(
     # Grey as skimage.color.rgb2gray (ITU-R 709 luma) in [0, 1], which the reference feeds to HOG.
     gray = rgb.astype(np.float64) @ np.array([0.2125, 0.7154, 0.0721]) / 255.0
     hog = hog_patches(
-        extract_patches(gray, centres, patch), cell=hog_cell, orientations=hog_orientations
+        extract_patches(gray, centres, patch),
+        cell=hog_cell,
+        orientations=hog_orientations,
+        block_norm=hog_block_norm,
     )
     colour = colour_histograms(rgb, labels, n_regions, bins=colour_bins)
     h, w = labels.shape

@@ -186,6 +186,7 @@ def unlc_shot(
     patch_size: int = 15,
     hog_cell: int = 5,
     hog_orientations: int = 6,
+    hog_block_norm: str = "l1",
     colour_bins: int = 20,
     temporal_radius: int = 15,
     neighbours: int = 62,
@@ -249,6 +250,7 @@ def unlc_shot(
             patch=patch_size,
             hog_cell=hog_cell,
             hog_orientations=hog_orientations,
+            hog_block_norm=hog_block_norm,
             colour_bins=colour_bins,
         )
         big = upsample_saliency(saliency.maps[t], (h, w), border_fraction=border_fraction)

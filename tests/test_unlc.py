@@ -209,12 +209,46 @@ def test_spectral_residual_is_positive_and_peaks_on_the_odd_patch():
 def test_hog_matches_skimage():
     rng = np.random.default_rng(0)
     patches = rng.random((5, 15, 15))
-    ours = hog_patches(patches, cell=5, orientations=6)
-    ref = np.stack(
-        [hog(p, orientations=6, pixels_per_cell=(5, 5), cells_per_block=(3, 3)) for p in patches]
-    )
+    ref = {
+        norm: np.stack(
+            [
+                hog(p, orientations=6, pixels_per_cell=(5, 5), cells_per_block=(3, 3),
+                    block_norm=norm)
+                for p in patches
+            ]
+        )
+        for norm in ("L2-Hys", "L1")
+    }  # fmt: skip
+    ours = hog_patches(patches, cell=5, orientations=6, block_norm="l2-hys")
     assert ours.shape == (5, 54)
-    np.testing.assert_allclose(ours, ref, atol=1e-6)
+    np.testing.assert_allclose(ours, ref["L2-Hys"], atol=1e-6)
+    # The authors' L1 (skimage < 0.13) puts eps under a square root; on textured patches
+    # (block sums of several units) that is the same as today's L1 to 1e-6.
+    np.testing.assert_allclose(hog_patches(patches), ref["L1"], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("slope", [0.1, 1e-4])
+def test_hog_l1_block_by_hand(slope: float) -> None:
+    """A ramp along x: horizontal gradient 2·slope on columns 1..13 (zero on the border columns),
+    orientation 0 -> bin 0. Cell means per cell column: 4/5·2s, 2s, 4/5·2s; the block of 3x3
+    cells sums to 3·(1.6 + 2 + 1.6)·s = 15.6·s and is divided by sqrt(15.6²s² + 1e-5)."""
+    ramp = slope * np.tile(np.arange(15.0), (15, 1))
+    desc = hog_patches(np.stack([ramp, ramp.T]), cell=5, orientations=6)
+    cell_means = np.array([1.6, 2.0, 1.6] * 3) * slope
+    expected = cell_means / np.sqrt((15.6 * slope) ** 2 + 1e-5)
+    by_cell = desc.reshape(2, 9, 6)
+    np.testing.assert_allclose(by_cell[0, :, 0], expected, rtol=1e-9)
+    assert np.count_nonzero(by_cell[0, :, 1:]) == 0
+    # The transposed ramp: gradient along y, orientation 90° -> bin 3 of 6, cells transposed.
+    np.testing.assert_allclose(by_cell[1, :, 3], expected.reshape(3, 3).T.ravel(), rtol=1e-9)
+    assert np.count_nonzero(np.delete(by_cell[1], 3, axis=1)) == 0
+    if slope < 1e-3:  # flat-ish patches: eps dominates, far from a unit L1 norm
+        assert desc[0].sum() < 0.5
+
+
+def test_hog_rejects_unknown_normalisation():
+    with pytest.raises(ValueError, match="block_norm"):
+        hog_patches(np.zeros((1, 15, 15)), block_norm="L2")
 
 
 def test_region_descriptors_layout():
