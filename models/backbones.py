@@ -1,13 +1,24 @@
-"""Image-encoder trunks with output stride 8 for motion-based pretraining.
+"""Image-encoder trunks for motion-based pretraining (output stride 8, or 32 for AlexNet).
 
 CMP (Zhan et al. 2019, Sec. 3.1 and App. A) keeps spatial structure by running the image encoder
 at a total stride of 8: ResNet-50 with the strides of "conv4_x" / "conv5_x" (torchvision
-``layer3`` / ``layer4``) replaced by dilations 2 and 4. The AlexNet variant is the BatchNorm,
-fully-convolutional AlexNet used as the 8x encoder by CMP's AlexNet experiments and, at stride 32
-without the FCN head, by Pathak et al. 2017 and CPFS (Mahendran et al. 2018).
+``layer3`` / ``layer4``) replaced by dilations 2 and 4. ``dilation_layout`` says which 3x3 convs
+get them:
 
-Every trunk maps an image ``(B, 3, H, W)`` to a feature map ``(B, C, H/8, W/8)`` (H and W multiples
-of 8). The ResNet trunks keep torchvision's parameter names, so ``export_trunk_state_dict`` gives a
+* ``"authors"`` (default; the CMP authors' code): every ``conv2`` of layer3 has dilation 2 and
+  every ``conv2`` of layer4 dilation 4, block 0 included (its former stride-2 conv too).
+* ``"deeplab"`` (torchvision's ``replace_stride_with_dilation``): block 0 of each layer keeps the
+  previous dilation (layer3.0 1, layer4.0 2), the later blocks get the new one.
+
+The AlexNet variant is the BatchNorm, fully-convolutional AlexNet of CMP's AlexNet experiments.
+Their released AlexNet configs all run it at output stride 32 (``alexnet_fcn_32x``, conv1 stride 4,
+pool5 stride 2) with the 32x sparse encoder; ``output_stride=8`` is their 8x variant (conv1 stride
+2, pool5 stride 1), the one this module's table shows. Pathak et al. 2017 and CPFS (Mahendran et
+al. 2018) use the stride-32 AlexNet as well.
+
+Every trunk maps an image ``(B, 3, H, W)`` to a feature map ``(B, C, H/s, W/s)`` with ``s`` its
+``output_stride`` attribute (8, or 32 for ``alexnet`` with ``output_stride=32``); H and W must be
+multiples of ``s``. The ResNet trunks keep torchvision's parameter names, so ``export_trunk_state_dict`` gives a
 state dict that loads into ``torchvision.models.resnet50()`` / ``resnet18()`` with only ``fc.*``
 missing; that file is what the downstream benchmarks fine-tune.
 
@@ -30,8 +41,9 @@ fc7        conv 1x1, BN, ReLU,         4096     1         8
            dropout 0.5
 =========  ==========================  =======  ========  ======
 
-(The classic AlexNet has conv1 stride 4 and pool5 stride 2, i.e. stride 32; CMP trades them for
-stride 2 / 1 to reach stride 8. ``fc_channels`` shrinks fc6/fc7 for CPU-sized runs.)
+(The classic AlexNet has conv1 stride 4 and pool5 stride 2, i.e. stride 32 — CMP's released AlexNet
+configs; the 8x variant trades them for stride 2 / 1. ``fc_channels`` shrinks fc6/fc7 for
+CPU-sized runs.)
 """
 
 from __future__ import annotations
@@ -55,10 +67,15 @@ __all__ = [
 ]
 
 OUTPUT_STRIDE = 8
+DILATION_LAYOUTS = ("authors", "deeplab")
 
 
 def xavier_init_(module: nn.Module) -> None:
-    """Xavier-uniform conv/linear weights, zero biases, BatchNorm to identity (CMP's init)."""
+    """Xavier-uniform conv/linear weights, zero biases, BatchNorm to identity.
+
+    The project's initialisation of new layers; the CMP authors' whole-model init is
+    ``models.cmp.authors_init_``.
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d | nn.Linear):
             nn.init.xavier_uniform_(m.weight)
@@ -76,6 +93,8 @@ class ResNetTrunk(nn.Module):
     keys are exactly those of ``torchvision.models.resnet*()`` minus ``fc.*``.
     """
 
+    output_stride = OUTPUT_STRIDE
+
     def __init__(self, resnet: torchvision.models.ResNet) -> None:
         super().__init__()
         self.conv1 = resnet.conv1
@@ -92,12 +111,11 @@ class ResNetTrunk(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def resnet50_os8() -> tuple[ResNetTrunk, int]:
-    """ResNet-50, layer3 dilation 2 and layer4 dilation 4 at stride 1 (CMP App. A); 2048 channels."""
-    resnet = torchvision.models.resnet50(
-        weights=None, replace_stride_with_dilation=[False, True, True]
-    )
-    return ResNetTrunk(resnet), 2048
+def _check_layout(dilation_layout: str) -> None:
+    if dilation_layout not in DILATION_LAYOUTS:
+        raise ValueError(
+            f"dilation_layout must be one of {DILATION_LAYOUTS}, got {dilation_layout!r}"
+        )
 
 
 def _dilated_copy(conv: nn.Conv2d, dilation: int) -> nn.Conv2d:
@@ -117,29 +135,54 @@ def _dilated_copy(conv: nn.Conv2d, dilation: int) -> nn.Conv2d:
     return new
 
 
-def _dilate_basic_layer(layer: nn.Sequential, previous_dilation: int, dilation: int) -> None:
-    """Turn a strided BasicBlock layer into a dilated one, in place.
+def _dilate_layer(layer: nn.Sequential, previous_dilation: int, dilation: int) -> None:
+    """Turn a strided ResNet layer (Bottleneck or BasicBlock) into a dilated one, in place.
 
-    torchvision's BasicBlock refuses dilation > 1, so the convs are swapped for dilated copies.
-    The rule follows torchvision's Bottleneck path for ``replace_stride_with_dilation``: the first
-    block's (formerly strided) conv keeps the previous dilation, every later 3x3 uses the new one
-    (DeepLab's recipe; it avoids gridding at the transition).
+    Every 3x3 conv of the layer gets ``dilation`` at stride 1, except the first block's formerly
+    strided conv, which gets ``previous_dilation`` (pass ``dilation`` for the authors' layout);
+    the downsample 1x1 loses its stride. Parameters are unchanged.
     """
     for index, block in enumerate(layer):
-        first_dilation = previous_dilation if index == 0 else dilation
-        block.conv1 = _dilated_copy(block.conv1, first_dilation)
-        block.conv2 = _dilated_copy(block.conv2, dilation)
+        first = previous_dilation if index == 0 else dilation
+        if isinstance(block, torchvision.models.resnet.Bottleneck):
+            block.conv2 = _dilated_copy(block.conv2, first)
+        else:  # BasicBlock: the stride sits on conv1 (torchvision refuses dilation > 1 there)
+            block.conv1 = _dilated_copy(block.conv1, first)
+            block.conv2 = _dilated_copy(block.conv2, dilation)
         if block.downsample is not None:
             block.downsample[0] = _dilated_copy(block.downsample[0], 1)
         block.stride = 1
 
 
-def resnet18_os8() -> tuple[ResNetTrunk, int]:
-    """ResNet-18 dilated like ``resnet50_os8`` (layer3 d=2, layer4 d=4, stride 1); 512 channels."""
+def _resnet_os8(
+    resnet: torchvision.models.ResNet, dilation_layout: str
+) -> torchvision.models.ResNet:
+    """layer3 at dilation 2, layer4 at dilation 4, both at stride 1 (``dilation_layout``)."""
+    _check_layout(dilation_layout)
+    authors = dilation_layout == "authors"
+    _dilate_layer(resnet.layer3, previous_dilation=2 if authors else 1, dilation=2)
+    _dilate_layer(resnet.layer4, previous_dilation=4 if authors else 2, dilation=4)
+    return resnet
+
+
+def resnet50_os8(dilation_layout: str = "authors") -> tuple[ResNetTrunk, int]:
+    """ResNet-50, layer3 dilation 2 and layer4 dilation 4 at stride 1 (CMP App. A); 2048 channels.
+
+    ``dilation_layout``: ``"authors"`` (every layer3/4 ``conv2``, block 0 included) or
+    ``"deeplab"`` (torchvision's ``replace_stride_with_dilation``); see the module docstring.
+    """
+    resnet = torchvision.models.resnet50(weights=None)
+    return ResNetTrunk(_resnet_os8(resnet, dilation_layout)), 2048
+
+
+def resnet18_os8(dilation_layout: str = "authors") -> tuple[ResNetTrunk, int]:
+    """ResNet-18 dilated like ``resnet50_os8`` (layer3 d=2, layer4 d=4, stride 1); 512 channels.
+
+    ``"authors"`` dilates every 3x3 conv of the layer; ``"deeplab"`` keeps the previous dilation
+    on block 0's formerly strided conv.
+    """
     resnet = torchvision.models.resnet18(weights=None)
-    _dilate_basic_layer(resnet.layer3, previous_dilation=1, dilation=2)
-    _dilate_basic_layer(resnet.layer4, previous_dilation=2, dilation=4)
-    return ResNetTrunk(resnet), 512
+    return ResNetTrunk(_resnet_os8(resnet, dilation_layout)), 512
 
 
 def _conv_bn_relu(
@@ -152,24 +195,33 @@ def _conv_bn_relu(
     )
 
 
-class AlexNetFCN(nn.Module):
-    """AlexNet with BatchNorm as a fully-convolutional stride-8 trunk (layer table in the module
-    docstring). Returns the fc7 map with ``fc_channels`` channels."""
+ALEXNET_STRIDES = {8: (2, 1), 32: (4, 2)}  # output stride -> (conv1 stride, pool5 stride)
 
-    def __init__(self, fc_channels: int = 4096, dropout: float = 0.5) -> None:
+
+class AlexNetFCN(nn.Module):
+    """AlexNet with BatchNorm as a fully-convolutional trunk at ``output_stride`` 8 or 32 (layer
+    table in the module docstring). Returns the fc7 map with ``fc_channels`` channels."""
+
+    def __init__(
+        self, fc_channels: int = 4096, dropout: float = 0.5, output_stride: int = OUTPUT_STRIDE
+    ) -> None:
         super().__init__()
         if fc_channels < 1:
             raise ValueError(f"fc_channels must be >= 1, got {fc_channels}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.conv1 = _conv_bn_relu(3, 96, 11, stride=2, padding=5)
+        if output_stride not in ALEXNET_STRIDES:
+            raise ValueError(f"output_stride must be 8 or 32, got {output_stride!r}")
+        conv1_stride, pool5_stride = ALEXNET_STRIDES[output_stride]
+        self.output_stride = output_stride
+        self.conv1 = _conv_bn_relu(3, 96, 11, stride=conv1_stride, padding=5)
         self.pool1 = nn.MaxPool2d(3, stride=2, padding=1)
         self.conv2 = _conv_bn_relu(96, 256, 5, padding=2)
         self.pool2 = nn.MaxPool2d(3, stride=2, padding=1)
         self.conv3 = _conv_bn_relu(256, 384, 3, padding=1)
         self.conv4 = _conv_bn_relu(384, 384, 3, padding=1)
         self.conv5 = _conv_bn_relu(384, 256, 3, padding=1)
-        self.pool5 = nn.MaxPool2d(3, stride=1, padding=1)
+        self.pool5 = nn.MaxPool2d(3, stride=pool5_stride, padding=1)
         self.fc6 = _conv_bn_relu(256, fc_channels, 3, padding=1)
         self.drop6 = nn.Dropout(dropout)
         self.fc7 = _conv_bn_relu(fc_channels, fc_channels, 1)
@@ -182,9 +234,12 @@ class AlexNetFCN(nn.Module):
         return self.drop7(self.fc7(self.drop6(self.fc6(x))))
 
 
-def alexnet_fcn(fc_channels: int = 4096, dropout: float = 0.5) -> tuple[AlexNetFCN, int]:
-    """The AlexNet-BN FCN trunk and its channel count (``fc_channels``)."""
-    return AlexNetFCN(fc_channels=fc_channels, dropout=dropout), fc_channels
+def alexnet_fcn(
+    fc_channels: int = 4096, dropout: float = 0.5, output_stride: int = OUTPUT_STRIDE
+) -> tuple[AlexNetFCN, int]:
+    """The AlexNet-BN FCN trunk (output stride 8 or 32) and its channel count (``fc_channels``)."""
+    model = AlexNetFCN(fc_channels=fc_channels, dropout=dropout, output_stride=output_stride)
+    return model, fc_channels
 
 
 BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
@@ -195,10 +250,10 @@ BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
 
 
 def build_backbone(name: str, **kwargs: object) -> tuple[nn.Module, int]:
-    """Trunk returning the stride-8 feature map, and its number of output channels.
+    """Trunk returning its feature map (stride ``trunk.output_stride``) and its channel count.
 
     ``name`` is one of ``BACKBONES`` (resnet50, resnet18, alexnet); ``kwargs`` go to the builder
-    (only ``alexnet`` takes any: ``fc_channels``, ``dropout``).
+    (ResNets: ``dilation_layout``; ``alexnet``: ``fc_channels``, ``dropout``, ``output_stride``).
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
