@@ -2,9 +2,11 @@
 
 One small module per part of the paper's Fig. 2 / Sec. 3.1:
 
-* ``ImageEncoder`` — a stride-8 backbone (``models.backbones``) plus one 1x1 conv to 256 channels.
+* ``ImageEncoder`` — a stride-8 (AlexNet: or 32) backbone (``models.backbones``) plus one 1x1 conv
+  to 256 channels.
 * ``SparseMotionEncoder`` — two Conv-BN-ReLU-Pool blocks on the 4-channel guidance (sparse dx, dy
-  and the point mask twice, as in the authors' code), 16 channels, pooled to the encoder stride.
+  and the point mask twice, as in the authors' code), 16 channels; as in their ``shallownet8x`` /
+  ``32x`` the 5x5 conv has stride 2, then max-pool 2, then avg-pool 2 (8x) or 8 (32x).
 * ``DenseMotionDecoder`` — propagation nets at strides {1, 2, 4} (max-pool, two Conv3x3-BN-ReLU of
   128 channels), upsampled to the encoder resolution, concatenated, fused by a 1x1 conv into 2·C
   logits (C bins for dx, then C bins for dy).
@@ -13,10 +15,12 @@ Loss (Sec. 3.1, Eq. 1): the target flow is clipped to ±``max_flow`` and cut int
 bins per axis; cross-entropy on x plus cross-entropy on y, with the stride-8 logits upsampled
 bilinearly to the target resolution, averaged over all (valid) pixels. The prediction shown to
 people is the softmax expectation over bin centres. Defaults C = 99, max_flow = 50 px follow the
-authors' configs (REFERENCE.md, "CMP"). New layers are Xavier-initialised, as in the paper.
+authors' configs (REFERENCE.md, "CMP"). The paper says "Xavier"; the authors' code applies
+Xavier-normal with gain 0.02 to every conv, trunk included, and N(1, 0.02) to BatchNorm weights
+(``authors_init_``, the default; ``init="xavier"`` keeps torchvision's trunk init instead).
 
-Shapes: image ``(B, 3, H, W)``, sparse ``(B, 4, H, W)`` with H, W multiples of 8 → logits
-``(B, 2·C, H/8, W/8)``.
+Shapes: image ``(B, 3, H, W)``, sparse ``(B, 4, H, W)`` with H, W multiples of the stride s (8 or
+32) → logits ``(B, 2·C, H/s, W/s)``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ __all__ = [
     "bin_centres",
     "bins_to_flow_expectation",
     "cmp_loss",
+    "authors_init_",
     "cmp_model",
+    "sparse_encoder_strides",
     "flow_to_bins",
     "predict_flow",
 ]
@@ -193,35 +199,55 @@ class ImageEncoder(nn.Module):
         return self.project(self.trunk(image))
 
 
+SPARSE_LAYOUTS = {"authors": {8: (2, 2, 2), 32: (2, 2, 8)}, "pooled": {8: (1, 4, 2), 32: (1, 4, 8)}}
+
+
+def sparse_encoder_strides(stride: int, layout: str = "authors") -> tuple[int, int, int]:
+    """(conv5x5 stride, max-pool, avg-pool) of the sparse encoder for an encoder ``stride``.
+
+    ``authors``: their ``shallownet8x`` / ``shallownet32x`` (the 5x5 conv at stride 2);
+    ``pooled``: the conv at full resolution and a 4x max-pool (this project's earlier layout).
+    """
+    if layout not in SPARSE_LAYOUTS:
+        raise ValueError(f"sparse layout must be one of {sorted(SPARSE_LAYOUTS)}, got {layout!r}")
+    if stride not in SPARSE_LAYOUTS[layout]:
+        raise ValueError(f"no sparse encoder for stride {stride}; choose 8 or 32")
+    return SPARSE_LAYOUTS[layout][stride]
+
+
 class SparseMotionEncoder(nn.Module):
-    """Two Conv-BN-ReLU-Pool blocks on the guidance (Sec. 3.1): conv5x5 → max-pool, conv3x3 →
-    avg-pool. ``pool_strides`` multiply to the image encoder's stride (4·2 = 8)."""
+    """Two Conv-BN-ReLU-Pool blocks on the guidance (Sec. 3.1): conv5x5 (stride ``strides[0]``) →
+    max-pool ``strides[1]``, conv3x3 → avg-pool ``strides[2]``. The three multiply to the image
+    encoder's stride: (2, 2, 2) = 8 and (2, 2, 8) = 32 are the authors' ``shallownet8x`` /
+    ``shallownet32x`` (``sparse_encoder_strides``)."""
 
     def __init__(
         self,
         in_channels: int = SPARSE_CHANNELS,
         out_channels: int = 16,
-        pool_strides: tuple[int, int] = (4, 2),
+        strides: Sequence[int] = (2, 2, 2),
     ) -> None:
         super().__init__()
-        if len(pool_strides) != 2 or min(pool_strides) < 1:
-            raise ValueError(f"pool_strides must be two ints >= 1, got {pool_strides}")
-        first, second = pool_strides
+        strides = tuple(int(v) for v in strides)
+        if len(strides) != 3 or min(strides) < 1:
+            raise ValueError(f"strides must be three ints >= 1, got {strides}")
+        conv_stride, max_pool, avg_pool = strides
         self.block1 = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel_size=5, padding=2),
+            nn.Conv2d(in_channels, out_channels, kernel_size=5, stride=conv_stride, padding=2),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=first, stride=first),
+            nn.MaxPool2d(kernel_size=max_pool, stride=max_pool),
         )
         self.block2 = nn.Sequential(
             nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
-            nn.AvgPool2d(kernel_size=second, stride=second),
+            nn.AvgPool2d(kernel_size=avg_pool, stride=avg_pool),
         )
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.stride = first * second
+        self.strides = strides
+        self.stride = conv_stride * max_pool * avg_pool
         xavier_init_(self)
 
     def forward(self, sparse: torch.Tensor) -> torch.Tensor:
@@ -324,23 +350,56 @@ class CMP(nn.Module):
         return self.decoder(features)
 
 
+INITS = ("authors", "xavier")
+
+
+def authors_init_(module: nn.Module, gain: float = 0.02) -> None:
+    """The CMP authors' whole-model init, trunk included: conv / linear weights Xavier-normal with
+    ``gain`` 0.02 and zero biases; BatchNorm weights N(1, ``gain``), biases 0 (their
+    ``init_weights(model, 'xavier')``, applied after building)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.xavier_normal_(m.weight, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+
+
 def cmp_model(
     backbone: str = "resnet50",
     num_bins: int = 99,
     max_flow: float = 50.0,
     image_channels: int = 256,
     sparse_channels: int = 16,
-    sparse_pool_strides: tuple[int, int] = (4, 2),
+    sparse_strides: Sequence[int] | None = None,
     decoder_strides: Sequence[int] = (1, 2, 4),
     decoder_channels: int = 128,
     backbone_kwargs: dict | None = None,
+    init: str = "authors",
 ) -> CMP:
-    """CMP as in the paper (defaults: ResNet-50 OS8, 256 + 16 channels, strides {1,2,4}, C=99,
-    ±50 px). ``backbone_kwargs`` go to ``build_backbone`` (e.g. alexnet ``fc_channels``)."""
+    """CMP as in the paper and the authors' code (defaults: ResNet-50 OS8 with their dilation
+    layout, 256 + 16 channels, strides {1,2,4}, C=99, ±50 px, their init).
+
+    ``backbone_kwargs`` go to ``build_backbone`` (ResNet ``dilation_layout``; alexnet
+    ``fc_channels``, ``output_stride``). ``sparse_strides`` (conv, max-pool, avg-pool) defaults to
+    the authors' encoder for the trunk's stride (``sparse_encoder_strides``). ``init``:
+    ``"authors"`` (``authors_init_`` on the whole model) or ``"xavier"`` (torchvision's init on a
+    ResNet trunk, Xavier-uniform gain 1 on every new layer).
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     trunk, trunk_channels = build_backbone(backbone, **(backbone_kwargs or {}))
+    stride = int(getattr(trunk, "output_stride", OUTPUT_STRIDE))
+    if sparse_strides is None:
+        sparse_strides = sparse_encoder_strides(stride)
     image_encoder = ImageEncoder(trunk, trunk_channels, image_channels)
-    sparse_encoder = SparseMotionEncoder(SPARSE_CHANNELS, sparse_channels, sparse_pool_strides)
+    sparse_encoder = SparseMotionEncoder(SPARSE_CHANNELS, sparse_channels, sparse_strides)
     decoder = DenseMotionDecoder(
         image_channels + sparse_channels, num_bins, decoder_strides, decoder_channels
     )
-    return CMP(image_encoder, sparse_encoder, decoder, max_flow=max_flow)
+    model = CMP(image_encoder, sparse_encoder, decoder, max_flow=max_flow, stride=stride)
+    if init == "authors":
+        authors_init_(model)
+    return model

@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from models.cmp import (
+    SparseMotionEncoder,
     bin_centres,
     bins_to_flow_expectation,
     cmp_loss,
     cmp_model,
     flow_to_bins,
     predict_flow,
+    sparse_encoder_strides,
 )
 
 C, FMAX = 99, 50.0
@@ -126,7 +128,86 @@ def test_cmp_forward_shapes(backbone: str, kwargs: dict) -> None:
     assert logits.shape == (2, 2 * C, 8, 10)
     flow = predict_flow(logits, (64, 80), model.num_bins, model.max_flow)
     assert flow.shape == (2, 2, 64, 80)
-    assert flow.abs().max() < FMAX
+    # The authors' init (gain 0.02) starts from near-uniform bins: zero expected motion.
+    assert float(logits.std()) < 0.05
+    assert flow.abs().max() < 1.0
+
+
+def test_cmp_alexnet_32x_model() -> None:
+    model = cmp_model("alexnet", backbone_kwargs={"fc_channels": 16, "output_stride": 32})
+    assert model.stride == 32 and model.sparse_encoder.strides == (2, 2, 8)
+    with torch.no_grad():
+        logits = model.eval()(torch.randn(1, 3, 128, 160), torch.zeros(1, 4, 128, 160))
+    assert logits.shape == (1, 2 * C, 4, 5)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        model(torch.zeros(1, 3, 64, 80), torch.zeros(1, 4, 64, 80))
+
+
+@pytest.mark.parametrize(
+    ("strides", "first_stride", "size"),
+    [((2, 2, 2), 2, 32), ((2, 2, 8), 2, 64), ((1, 4, 2), 1, 32)],
+)
+def test_sparse_encoder_layouts(strides: tuple, first_stride: int, size: int) -> None:
+    encoder = SparseMotionEncoder(strides=strides).eval()
+    assert encoder.block1[0].stride == (first_stride, first_stride)
+    assert encoder.stride == strides[0] * strides[1] * strides[2]
+    with torch.no_grad():
+        out = encoder(torch.zeros(1, 4, size, size))
+    assert out.shape == (1, 16, size // encoder.stride, size // encoder.stride)
+
+
+def test_sparse_encoder_strides_follow_the_authors() -> None:
+    assert sparse_encoder_strides(8) == (2, 2, 2)  # shallownet8x
+    assert sparse_encoder_strides(32) == (2, 2, 8)  # shallownet32x
+    assert sparse_encoder_strides(8, "pooled") == (1, 4, 2)
+    with pytest.raises(ValueError, match="stride"):
+        sparse_encoder_strides(16)
+    with pytest.raises(ValueError, match="strides"):
+        SparseMotionEncoder(strides=(4, 2))
+
+
+def test_authors_init_reaches_every_layer_trunk_included() -> None:
+    torch.manual_seed(0)
+    model = cmp_model("resnet18")
+    for name in ("image_encoder.trunk.layer3.1.conv2", "decoder.fusion", "sparse_encoder.block1.0"):
+        conv = model.get_submodule(name)
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        std = 0.02 * math.sqrt(2.0 / (fan_in + fan_out))
+        assert float(conv.weight.detach().std()) == pytest.approx(std, rel=0.1), name
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    weights = torch.cat([m.weight.detach() for m in bns])
+    assert float(weights.mean()) == pytest.approx(1.0, abs=0.002)
+    assert float(weights.std()) == pytest.approx(0.02, rel=0.1)
+    assert all(torch.count_nonzero(m.bias) == 0 for m in bns)
+    # The project's init keeps torchvision's trunk init (kaiming fan-out) and BN at identity.
+    project = cmp_model("resnet18", init="xavier")
+    conv = project.get_submodule("image_encoder.trunk.layer3.1.conv2")
+    assert float(conv.weight.detach().std()) == pytest.approx(math.sqrt(2.0 / (256 * 9)), rel=0.1)
+    assert all(
+        torch.all(m.weight == 1) for m in project.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
+    with pytest.raises(ValueError, match="init"):
+        cmp_model("resnet18", init="kaiming")
+
+
+def test_logits_follow_the_guidance() -> None:
+    """Guidance reaches the logits: moving a point, or changing its flow, changes them."""
+    torch.manual_seed(0)
+    model = cmp_model("alexnet", backbone_kwargs={"fc_channels": 16}, num_bins=9).eval()
+    image = torch.randn(1, 3, 64, 64)
+    sparse = torch.zeros(1, 4, 64, 64)
+    with torch.no_grad():
+        none = model(image, sparse)
+        sparse[0, :, 20, 30] = torch.tensor([10.0, -4.0, 1.0, 1.0])
+        right = model(image, sparse)
+        sparse[0, :2, 20, 30] = torch.tensor([-10.0, 4.0])
+        left = model(image, sparse)
+    scale = float(none.abs().max())
+    for a, b in ((none, right), (right, left)):
+        assert float((a - b).abs().max()) > 1e-3 * scale
+    # Zero guidance gives the unguided logits back (eval mode is deterministic).
+    assert torch.equal(none, model(image, torch.zeros(1, 4, 64, 64)).detach())
 
 
 def test_cmp_rejects_bad_inputs() -> None:
