@@ -230,7 +230,14 @@ def make_view(
 
         params = {**DEFAULT_GUIDANCE, **(guidance or {})}
         found = sample_guidance(flow, rng=rng, **params).points
-        points = np.full((params["max_points"], 2), -1, np.int32)
+        cap = params["max_points"]
+        if cap is None:  # no cap (the authors' max_num_guide -1): pad to what can occur
+            from pipeline.guidance import max_guidance_points
+
+            cap = max_guidance_points(
+                flow.shape[:2], params["kernel_size"], params["grid_stride"], params["downsample"]
+            )
+        points = np.full((cap, 2), -1, np.int32)
         points[: len(found)] = found
         out["flow"] = torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1)))
         out["points"] = torch.from_numpy(points)

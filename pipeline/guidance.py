@@ -450,6 +450,24 @@ def _watershed_points(
 # --------------------------------------------------------------------------- public sampler
 
 
+def max_guidance_points(
+    shape: tuple[int, int], kernel_size: int, grid_stride: int, downsample: int = 1
+) -> int:
+    """An upper bound on the points ``sample_guidance`` can return for an image of ``shape``.
+
+    Surviving watershed points are at least (K'-1)/2 apart in one axis (K' the NMS window on the
+    subsampled field) and off its 1-pixel border, so each cell of that side holds at most one;
+    the grid adds its own count. With ``max_points=None`` (the authors' ``max_num_guide: -1``)
+    the loader pads to this bound, so no cap ever binds.
+    """
+    step = max(1, min(downsample, shape[0] // 3, shape[1] // 3))
+    k = downsampled_kernel_size(kernel_size, step) if step > 1 else kernel_size
+    gap = max(1, (k - 1) // 2)
+    interior = [max(0, size // step - 2) for size in shape]
+    watershed = -(-interior[0] // gap) * -(-interior[1] // gap)
+    return watershed + len(grid_points(tuple(shape), grid_stride))
+
+
 def sample_guidance(
     flow: np.ndarray,
     *,
@@ -457,14 +475,15 @@ def sample_guidance(
     grid_stride: int = 200,
     edge_threshold: float = 0.1,
     edge_floor: float = 0.01,
-    max_points: int = 150,
+    max_points: int | None = 150,
     downsample: int = 1,
     rng: np.random.Generator | int,
 ) -> GuidancePoints:
     """CMP guidance points of one flow field (float32 H x W x 2, dx, dy).
 
     Watershed key-points (NMS kernel ``kernel_size``) plus a centred grid of stride
-    ``grid_stride``, merged, shuffled and capped at ``max_points``. ``rng`` is a seed or a
+    ``grid_stride``, merged, shuffled and capped at ``max_points`` (None: no cap, the authors'
+    ResNet-50 setting; see ``max_guidance_points``). ``rng`` is a seed or a
     ``numpy.random.Generator`` (advanced in place); the same seed gives the same points.
     ``downsample`` > 1 finds the watershed points on the subsampled flow (see
     ``watershed_points``); the grid is always at full resolution.
@@ -472,9 +491,11 @@ def sample_guidance(
     _check_kernel_size(kernel_size)
     _check_downsample(downsample)
     _check_edge_parameters(edge_threshold, edge_floor)
-    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)):
-        raise ValueError(f"max_points must be a positive integer, got {max_points!r}")
-    if max_points < 1:
+    if max_points is not None and (
+        isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer))
+    ):
+        raise ValueError(f"max_points must be a positive integer or None, got {max_points!r}")
+    if max_points is not None and max_points < 1:
         raise ValueError(f"max_points must be >= 1, got {max_points}")
     flow = validate_flow(flow)
     rng = np.random.default_rng(rng)

@@ -50,6 +50,21 @@ def test_flip_mirrors_image_and_negates_u():
     assert out["image"][0, 0, 0] > out["image"][0, -1, 0]
 
 
+def test_flip_of_a_non_constant_flow_mirrors_the_field_and_negates_u():
+    """Both halves of a flip matter: the field is mirrored (pixel x takes the vector of
+    W-1-x) and u changes sign; v keeps its sign. A constant field cannot tell them apart."""
+    sample = ramp_sample()
+    ys, xs = np.mgrid[0:40, 0:60].astype(np.float32)
+    u, v = 0.1 * xs + 0.01 * ys - 2.0, 0.2 * ys - 0.03 * xs + 0.5
+    sample["flow"] = np.stack([u, v], axis=-1)
+    out = md.apply_geometry(sample, md.Geometry(1.0, 0, 0, 40, 60, True))
+    np.testing.assert_allclose(out["flow"][..., 0], -u[:, ::-1], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out["flow"][..., 1], v[:, ::-1], rtol=0, atol=1e-6)
+    # hand-picked pixel: (y=5, x=0) holds the vector of (5, 59) with u negated
+    assert out["flow"][5, 0, 0] == pytest.approx(-(0.1 * 59 + 0.05 - 2.0), abs=1e-6)
+    assert out["flow"][5, 0, 1] == pytest.approx(1.0 - 0.03 * 59 + 0.5, abs=1e-6)
+
+
 def test_flow_scales_with_the_image():
     height, width, a, b = 40, 60, 0.05, -0.02
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
