@@ -378,6 +378,8 @@ def cmp_model(
     decoder_channels: int = 128,
     backbone_kwargs: dict | None = None,
     init: str = "authors",
+    dilation_layout: str = "authors",
+    output_stride: int = OUTPUT_STRIDE,
 ) -> CMP:
     """CMP as in the paper and the authors' code (defaults: ResNet-50 OS8 with their dilation
     layout, 256 + 16 channels, strides {1,2,4}, C=99, ±50 px, their init).
@@ -386,11 +388,19 @@ def cmp_model(
     ``fc_channels``, ``output_stride``). ``sparse_strides`` (conv, max-pool, avg-pool) defaults to
     the authors' encoder for the trunk's stride (``sparse_encoder_strides``). ``init``:
     ``"authors"`` (``authors_init_`` on the whole model) or ``"xavier"`` (torchvision's init on a
-    ResNet trunk, Xavier-uniform gain 1 on every new layer).
+    ResNet trunk, Xavier-uniform gain 1 on every new layer). ``dilation_layout`` (ResNets) and
+    ``output_stride`` (8, or 32 for alexnet) go to the trunk unless ``backbone_kwargs`` sets them.
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    trunk, trunk_channels = build_backbone(backbone, **(backbone_kwargs or {}))
+    kwargs = dict(backbone_kwargs or {})
+    if backbone.startswith("resnet"):
+        if output_stride != OUTPUT_STRIDE:
+            raise ValueError(f"ResNet trunks run at output stride 8, got {output_stride}")
+        kwargs.setdefault("dilation_layout", dilation_layout)
+    elif backbone == "alexnet":
+        kwargs.setdefault("output_stride", output_stride)
+    trunk, trunk_channels = build_backbone(backbone, **kwargs)
     stride = int(getattr(trunk, "output_stride", OUTPUT_STRIDE))
     if sparse_strides is None:
         sparse_strides = sparse_encoder_strides(stride)

@@ -19,7 +19,7 @@ key           dtype / shape           meaning
 ``valid``     bool (B, 1, H, W)       optional; pixels left out of loss and metric when False
 ============  ======================  =====================================================
 
-H and W must be multiples of 8 (the encoder's output stride).
+H and W must be multiples of the encoder's output stride (8; 32 for the stride-32 AlexNet).
 
 Figures: per validation sample the frame, its guidance arrows, the target flow and the predicted
 (softmax-expectation) flow, both colour-coded on the Middlebury wheel with one FIXED max
@@ -80,6 +80,10 @@ class CMPModule(PretrainMethod):
             "sparse_channels": 16,
             "decoder_strides": [1, 2, 4],
             "decoder_channels": 128,
+            "init": "authors",
+            "dilation_layout": "authors",
+            "output_stride": 8,
+            "sparse_strides": None,
         },
         "optim": {
             "lr": 0.1,
@@ -107,6 +111,10 @@ class CMPModule(PretrainMethod):
         sparse_channels: int = 16,
         decoder_strides: Sequence[int] = (1, 2, 4),
         decoder_channels: int = 128,
+        init: str = "authors",
+        dilation_layout: str = "authors",
+        output_stride: int = 8,
+        sparse_strides: Sequence[int] | None = None,
         lr: float = 0.1,
         momentum: float = 0.9,
         weight_decay: float = 1.0e-4,
@@ -129,6 +137,10 @@ class CMPModule(PretrainMethod):
             decoder_strides=tuple(decoder_strides),
             decoder_channels=decoder_channels,
             backbone_kwargs=backbone_kwargs,
+            init=init,
+            dilation_layout=dilation_layout,
+            output_stride=output_stride,
+            sparse_strides=None if sparse_strides is None else tuple(sparse_strides),
         )
         self.use_channels_last(channels_last)
 
