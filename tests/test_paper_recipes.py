@@ -198,3 +198,63 @@ def test_alexnet_paper_config_builds_the_32x_model() -> None:
     with torch.no_grad():
         logits = model.eval()(torch.randn(1, 3, 64, 96), torch.zeros(1, 4, 64, 96))
     assert logits.shape == (1, 198, 2, 3)
+
+
+# --------------------------------------------------------------------------- CMP uses guidance
+
+
+@pytest.mark.slow
+def test_a_trained_cmp_predicts_a_guided_mover_better_than_unguided() -> None:
+    """CMP's premise (Sec. 3): the mover's shift is random per sample, so only the guidance at
+    its centre tells it. After a short training on the synthetic module the end-point error on
+    the mover's pixels must be clearly lower with the guidance than with it zeroed."""
+    from torch import nn
+
+    from models.cmp import (
+        CMP,
+        DenseMotionDecoder,
+        ImageEncoder,
+        SparseMotionEncoder,
+        authors_init_,
+        cmp_loss,
+        predict_flow,
+    )
+    from models.methods.cmp import endpoint_error
+    from models.synthetic import SyntheticDataModule
+
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for cin, cout in ((3, 16), (16, 32), (32, 32)):  # a tiny stride-8 trunk keeps this fast
+        layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+    bins, fmax, size = 25, 12.5, 32
+    model = CMP(
+        ImageEncoder(nn.Sequential(*layers), 32, 32),
+        SparseMotionEncoder(4, 16, (2, 2, 2)),
+        DenseMotionDecoder(48, bins, (1, 2, 4), 32),
+        max_flow=fmax,
+    )
+    authors_init_(model)
+    data = SyntheticDataModule(num_train=512, num_val=32, size=size, batch_size=16, max_shift=6)
+    data.setup()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(7):  # 224 steps
+        for batch in data.train_dataloader():
+            loss = cmp_loss(model(batch["image"], batch["sparse"]), batch["flow"], None, bins, fmax)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    model.eval()
+    guided_err, zeroed_err = [], []
+    with torch.no_grad():
+        for batch in data.val_dataloader():
+            mover = batch["flow"].abs().sum(1, keepdim=True) > 0
+            for sparse, errors in (
+                (batch["sparse"], guided_err),
+                (torch.zeros_like(batch["sparse"]), zeroed_err),
+            ):
+                flow = predict_flow(model(batch["image"], sparse), (size, size), bins, fmax)
+                errors.append(float(endpoint_error(flow, batch["flow"], mover)))
+    guided, zeroed = float(np.mean(guided_err)), float(np.mean(zeroed_err))
+    print(f"mover EPE: guided {guided:.2f} px, guidance zeroed {zeroed:.2f} px")
+    assert guided < 0.93 * zeroed  # measured 4.1 vs 4.9 px (224 steps)
