@@ -114,7 +114,9 @@ def test_mask_evaluation_and_its_benchmark_table(tiny_run):
     evaluation = tiny_run / "results/tiny/masks-dis_fast/evaluation.tsv"
     rows = {r["source"]: r for r in _tsv(evaluation)}
     assert int(rows["all"]["frames_scored"]) > 0  # synthetic clips carry ground truth
-    assert 0.0 <= float(rows["all"]["mean_iou"]) <= 100.0
+    # uNLC finds the synthetic movers: 59.7 % measured with the authors' HOG (issue 13); empty
+    # or misplaced masks score ~0 (the former 0..100 range check could not fail).
+    assert 20.0 < float(rows["all"]["mean_iou"]) <= 100.0
     out = tiny_run / "mask_quality.tsv"
     cmd = [sys.executable, "-m", "pipeline", "mask-quality", str(evaluation), "--sets", "tiny"]
     subprocess.run([*cmd, f"--out={out}"], check=True)
