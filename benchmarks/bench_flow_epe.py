@@ -20,6 +20,18 @@ JSON to benchmarks/out/flow_epe.json and a printed table.
   random weights would give a meaningless EPE).
 
 Run: .venv/bin/python benchmarks/bench_flow_epe.py [--seeds 0 1 2] [--pairs-per-clip 20]
+
+Movers (issue 12), `--movers`: JSON to benchmarks/out/flow_epe_movers.json. Clips from
+`pipeline.synthetic_movers.render_mover_clip` (one object of 32-128 px, capped at half the short
+side, moving 10-60 px relative to a panning background over the pair) at short sides 144 and 416
+(4:3), gaps 1..9, --mover-pairs clips per cell (6) (seeds 0..n-1, the same for every variant). Per
+cell, pixels are pooled over the cell's pairs: median and mean EPE on the object pixels of frame
+0 ("mover") and on the rest ("background", occluded pixels included). When a variant marks
+validity: the mover median EPE among valid pixels, the valid fractions, and the share of the
+pixels with EPE > 3 px that are marked invalid ("bad caught"). Variants are backends run directly
+on the pair (frame 0 -> frame gap), plus the stage's validity / large-displacement variants.
+
+Run: .venv/bin/python benchmarks/bench_flow_epe.py --movers [--mover-pairs 6] [--variants ...]
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.flow import FLOW_METHODS, make_flow_fn  # noqa: E402
 from pipeline.flowio import PNG_MAX_ERROR, decode_flow_png, encode_flow_png  # noqa: E402
 from pipeline.synthetic import render_clip  # noqa: E402
+from pipeline.synthetic_movers import render_mover_clip  # noqa: E402
 
 OPENCV_METHODS = (
     "dis_ultrafast",
@@ -115,8 +128,139 @@ def raft_weights(method: str, weights_dir: Path | None) -> Path | None:
     return path if path.is_file() else None
 
 
+# --------------------------------------------------------------------------- movers (issue 12)
+
+MOVER_SIDES = (144, 416)
+MOVER_GAPS = tuple(range(1, 10))
+BAD_EPE_PX = 3.0  # issue 12: of the pixels off by more than this, >= 95 % must be marked invalid
+
+
+def mover_variants() -> dict:
+    """Variant name -> `fn(frames) -> (flow 0 -> last, valid or None)` on a clip's frames."""
+    variants = {}
+    for method in ("dis_fast", "dis_medium", "farneback"):
+        fn = make_flow_fn(method)
+        variants[method] = lambda frames, fn=fn: (fn(frames[0], frames[-1]), None)
+    return variants
+
+
+def _pool(values: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(values) if values else np.zeros(0, np.float32)
+
+
+def _stat(values: np.ndarray, how) -> float | None:
+    return float(how(values)) if values.size else None
+
+
+def mover_errors(fn, clip) -> dict:
+    """One variant on one clip: per-pixel EPE on movers / background, validity, seconds."""
+    t0 = time.perf_counter()
+    flow, valid = fn(clip.frames)
+    seconds = time.perf_counter() - t0
+    epe = np.hypot(*(flow - clip.flow).transpose(2, 0, 1))
+    out = {"mover": epe[clip.mover], "background": epe[~clip.mover], "seconds": seconds}
+    if valid is not None:
+        out["mover_valid"] = epe[clip.mover & valid]
+        out["bad_caught"] = ~valid[epe > BAD_EPE_PX]
+        out["valid_mover"] = valid[clip.mover]
+        out["valid_background"] = valid[~clip.mover]
+        out["background_valid"] = epe[~clip.mover & valid]
+    return out
+
+
+def summarise(errors: list[dict]) -> dict:
+    """Pool the pixels of several clips (one cell, or all gaps of a side) into the table's figures."""
+
+    def pool(key: str) -> np.ndarray:
+        return _pool([e[key] for e in errors if key in e])
+
+    m, b = pool("mover"), pool("background")
+    cell = {
+        "mover_median_px": _stat(m, np.median),
+        "mover_mean_px": _stat(m, np.mean),
+        "background_mean_px": _stat(b, np.mean),
+        "background_median_px": _stat(b, np.median),
+        "mover_pixels": int(m.size),
+        "pairs": len(errors),
+        "seconds_per_pair": statistics.median(e["seconds"] for e in errors),
+    }
+    if any("bad_caught" in e for e in errors):
+        caught = pool("bad_caught")
+        cell.update(
+            mover_valid_median_px=_stat(pool("mover_valid"), np.median),
+            mover_valid_fraction=_stat(pool("valid_mover"), np.mean),
+            background_valid_fraction=_stat(pool("valid_background"), np.mean),
+            background_valid_mean_px=_stat(pool("background_valid"), np.mean),
+            bad_pixels=int(caught.size),
+            bad_caught=_stat(caught, np.mean),
+        )
+    return cell
+
+
+def run_movers(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    variants = mover_variants()
+    chosen = args.variants or list(variants)
+    results: dict[str, dict] = {name: {} for name in chosen}
+    for side in args.sides:
+        pooled: dict[str, list] = {name: [] for name in chosen}
+        for gap in MOVER_GAPS:
+            clips = [
+                render_mover_clip(seed=s, gap=gap, short_side=side) for s in range(args.mover_pairs)
+            ]
+            for name in chosen:
+                errors = [mover_errors(variants[name], clip) for clip in clips]
+                pooled[name] += errors
+                results[name].setdefault(str(side), {})[str(gap)] = summarise(errors)
+        for name in chosen:
+            results[name][str(side)]["all"] = summarise(pooled[name])
+    print(f"mover median EPE (px) per gap; {args.mover_pairs} pairs per cell")
+    gaps = " ".join(f"{'g' + str(g):>6}" for g in MOVER_GAPS)
+    print(f"{'variant':<22} {'side':>4} {gaps} {'all':>6}")
+    for name, by_side in results.items():
+        for side, cells in by_side.items():
+            total = cells["all"]
+            row = " ".join(f"{cells[str(g)]['mover_median_px']:>6.1f}" for g in MOVER_GAPS)
+            print(
+                f"{name:<22} {side:>4} {row} {total['mover_median_px']:>6.1f}"
+                f"  bg mean {total['background_mean_px']:.3f}"
+            )
+            if "bad_caught" in total:
+                row = " ".join(
+                    f"{_fmt(cells[str(g)]['mover_valid_median_px']):>6}" for g in MOVER_GAPS
+                )
+                print(
+                    f"{'  among valid':<22} {side:>4} {row} "
+                    f"{_fmt(total['mover_valid_median_px']):>6}  bad caught "
+                    f"{total['bad_caught']:.3f}, valid mover {total['mover_valid_fraction']:.2f}"
+                    f" bg {total['background_valid_fraction']:.3f}"
+                )
+    report = {
+        "what": "EPE on mover and background pixels apart, per gap, short side and variant",
+        "pairs_per_cell": args.mover_pairs,
+        "bad_epe_px": BAD_EPE_PX,
+        "threads": 1,
+        "variants": results,
+        "wall_s": time.perf_counter() - started,
+    }
+    args.movers_out.parent.mkdir(parents=True, exist_ok=True)
+    args.movers_out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.movers_out}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--movers", action="store_true", help="the mover benchmark (issue 12)")
+    parser.add_argument("--mover-pairs", type=int, default=6)
+    parser.add_argument("--sides", type=int, nargs="+", default=list(MOVER_SIDES))
+    parser.add_argument("--variants", nargs="*", default=None)
+    parser.add_argument(
+        "--movers-out", type=Path, default=Path(__file__).parent / "out" / "flow_epe_movers.json"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--height", type=int, default=144)
     parser.add_argument("--width", type=int, default=192)
@@ -127,6 +271,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "flow_epe.json")
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    if args.movers:
+        run_movers(args)
+        return
 
     started = time.perf_counter()
     pairs = load_pairs(args.seeds, args.height, args.width, args.pairs_per_clip)
