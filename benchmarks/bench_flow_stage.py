@@ -21,6 +21,10 @@ JSON to benchmarks/out/flow_stage.json and a printed table.
 - The PNG and JPEG bytes the parts produce are checked to equal the stage's.
 
 Run: .venv/bin/python benchmarks/bench_flow_stage.py [--runs 3]
+
+`--ab` (issue 12): the whole stage with today's settings before the validity checks (DIS fast
+preset, no checks) against the schema's current defaults, alternating before/after in one run,
+median of the per-run ratios; JSON to benchmarks/out/flow_stage_ab.json.
 """
 
 from __future__ import annotations
@@ -74,6 +78,48 @@ def flow_config(short_side: int | None) -> dict:
         "static_quantile": 0.99,
         "contact_sheet_pairs": 12,
         "viz_max_magnitude": 10.0,
+        "validity": {"enabled": False},  # the parts below time the stage without the checks
+    }
+
+
+def default_flow_config(short_side: int | None) -> dict:
+    """The flow section as the schema fills it today (validity checks, DIS settings)."""
+    from snakemake.utils import validate
+
+    config = {"flow": {"short_side": short_side, "upscale": True}}
+    validate(
+        config, str(Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml")
+    )
+    return config["flow"]
+
+
+def compare_configs(
+    label, record, shots, sampling_cfg, configs: dict, runs: int, work: Path
+) -> dict:
+    """Whole-stage seconds of each config, alternating A, B, A, B ... (run 0 of each untimed)."""
+    seconds: dict[str, list[float]] = {name: [] for name in configs}
+    kept: dict[str, int] = {}
+    for run in range(runs + 1):
+        for name, cfg in configs.items():
+            folder = work / f"{label}-{name}-{run}"
+            t0 = time.perf_counter()
+            rows, _, _ = compute_video_flow(
+                record, shots, cfg, sampling_cfg, folder, progress=False
+            )
+            elapsed = time.perf_counter() - t0
+            shutil.rmtree(folder)
+            kept[name] = len(rows)
+            if run:
+                seconds[name].append(elapsed)
+    a, b = configs
+    ratios = [y / x for x, y in zip(seconds[a], seconds[b], strict=True)]
+    return {
+        "configs": configs,
+        "seconds": seconds,
+        "median_s": {name: statistics.median(v) for name, v in seconds.items()},
+        "pairs_kept": kept,
+        "ratio_runs": ratios,
+        "ratio_median": statistics.median(ratios),
     }
 
 
@@ -190,6 +236,11 @@ def main() -> None:
     parser.add_argument("--policy", default="cmp")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--ab",
+        action="store_true",
+        help="time today's defaults (validity off, DIS preset) against the schema's, alternating",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "out" / "flow_stage.json"
     )
     args = parser.parse_args()
@@ -203,6 +254,9 @@ def main() -> None:
         raise SystemExit(f"no usable shot in {clip.name}: {shots['reason']}")
     sampling_cfg = {"policy": args.policy, "seed": args.seed}
 
+    if args.ab:
+        run_ab(args, record, shots, sampling_cfg, started)
+        return
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_flow_stage-") as tmp:
         for size in args.sizes:
@@ -237,6 +291,39 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def run_ab(args, record, shots, sampling_cfg, started: float) -> None:
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench_flow_stage-ab-") as tmp:
+        for size in args.sizes:
+            label = f"short{size}" if size else "native"
+            configs = {
+                "before": flow_config(size or None),
+                "after": default_flow_config(size or None),
+            }
+            results[label] = compare_configs(
+                label, record, shots, sampling_cfg, configs, args.runs, Path(tmp)
+            )
+            r = results[label]
+            print(
+                f"{label:<10} before {r['median_s']['before']:.3f} s, after "
+                f"{r['median_s']['after']:.3f} s: ratio {r['ratio_median']:.2f} "
+                f"(runs {', '.join(f'{x:.2f}' for x in r['ratio_runs'])}); pairs kept "
+                f"{r['pairs_kept']['before']} -> {r['pairs_kept']['after']}"
+            )
+    report = {
+        "what": "flow stage before (no checks, DIS preset) vs after (schema defaults), alternating",
+        "clip": record["path"].rsplit("/", 1)[-1],
+        "threads": 1,
+        "runs": args.runs,
+        "sizes": results,
+        "wall_s": time.perf_counter() - started,
+    }
+    out = args.out.with_name("flow_stage_ab.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -229,7 +229,7 @@ def make_view(
         from pipeline.guidance import sample_guidance
 
         params = {**DEFAULT_GUIDANCE, **(guidance or {})}
-        found = sample_guidance(flow, rng=rng, **params).points
+        found = sample_guidance(flow, rng=rng, valid=sample["valid"], **params).points
         cap = params["max_points"]
         if cap is None:  # no cap (the authors' max_num_guide -1): pad to what can occur
             from pipeline.guidance import max_guidance_points

@@ -415,6 +415,7 @@ def _watershed_points(
     edge_floor: float,
     rng: np.random.Generator,
     downsample: int = 1,
+    valid: np.ndarray | None = None,
 ) -> np.ndarray:
     # The authors subsample large flow as flow[::ds, ::ds] "to reduce computation"; the step is
     # capped so the subsampled field stays at least 3 x 3.
@@ -436,6 +437,10 @@ def _watershed_points(
     edges = _sobel_edges(flow, scratch)
     cut = _edge_cut(edges, edge_threshold, edge_floor)
     non_edge = cv2.compare(edges, cut, cv2.CMP_LE, dst=scratch["non_edge"])
+    if valid is not None:
+        # Invalid pixels (issue 12) count as boundaries: their distance is 0, so no NMS candidate
+        # lies on one and the watershed centres keep away from them.
+        non_edge[~valid[: height * step : step, : width * step : step]] = 0
     distance = _distance_to_edges(non_edge, scratch["distance"])
     if distance is None:
         return np.zeros((0, 2), np.int32)  # no motion boundary
@@ -478,6 +483,7 @@ def sample_guidance(
     max_points: int | None = 150,
     downsample: int = 1,
     rng: np.random.Generator | int,
+    valid: np.ndarray | None = None,
 ) -> GuidancePoints:
     """CMP guidance points of one flow field (float32 H x W x 2, dx, dy).
 
@@ -486,7 +492,10 @@ def sample_guidance(
     ResNet-50 setting; see ``max_guidance_points``). ``rng`` is a seed or a
     ``numpy.random.Generator`` (advanced in place); the same seed gives the same points.
     ``downsample`` > 1 finds the watershed points on the subsampled flow (see
-    ``watershed_points``); the grid is always at full resolution.
+    ``watershed_points``); the grid is always at full resolution. ``valid`` (bool H x W, the flow
+    PNG's valid bit) keeps every point off invalid pixels: they count as motion boundaries for
+    the watershed map and grid points on them are left out (CMP itself had no validity mask; a
+    point on an invalid pixel would hand the network a wrong motion as a hint).
     """
     _check_kernel_size(kernel_size)
     _check_downsample(downsample)
@@ -500,9 +509,19 @@ def sample_guidance(
     flow = validate_flow(flow)
     rng = np.random.default_rng(rng)
     shape = flow.shape[:2]
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        if valid.shape != shape:
+            raise ValueError(f"valid mask shape {valid.shape} does not match flow {shape}")
+        if valid.all():
+            valid = None  # the common case costs nothing extra
 
-    watershed = _watershed_points(flow, kernel_size, edge_threshold, edge_floor, rng, downsample)
+    watershed = _watershed_points(
+        flow, kernel_size, edge_threshold, edge_floor, rng, downsample, valid
+    )
     grid = grid_points(shape, grid_stride)
+    if valid is not None and len(grid):
+        grid = grid[valid[grid[:, 0], grid[:, 1]]]
     if len(watershed) and len(grid):
         # Both lists are short (tens of points): an all-pairs comparison beats np.isin.
         taken = (grid[:, None, :] == watershed[None, :, :]).all(axis=2).any(axis=1)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.flow.validity import flow_validity
+
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 PAIR_STATIC = "static"
@@ -52,6 +54,7 @@ class ShotSaliency:
 def pair_deviation(
     flow: np.ndarray,
     *,
+    valid: np.ndarray | None = None,
     static_median_px: float = 1.0,
     orientation_bins: int = 20,
     dominant_fraction: float = 0.75,
@@ -65,13 +68,22 @@ def pair_deviation(
     ``bin_offset`` rotates the orientation bins by that fraction of a bin. The reference (0) has
     bin edges at ±pi, ±pi/2 and 0 for 20 bins, so a horizontal pan or a vertical tilt splits its
     weight between two bins and rarely reaches ``dominant_fraction``; 0.5 centres bins on the axes.
+
+    ``valid`` (bool H×W; issue 12) leaves invalid pixels out of the median and the histogram and
+    gives them zero deviation; a pair without a valid pixel is skipped.
     """
     u = flow[..., 0].astype(np.float32)
     v = flow[..., 1].astype(np.float32)
     magnitude = np.hypot(u, v)
-    if float(np.median(magnitude)) < static_median_px:
+    if valid is not None:
+        if not valid.any():
+            return PAIR_SKIPPED, None
+        magnitude = np.where(valid, magnitude, np.float32(0.0))
+    counted = magnitude if valid is None else magnitude[valid]
+    if float(np.median(counted)) < static_median_px:
         return PAIR_STATIC, magnitude * magnitude
-    # Magnitude-weighted histogram over (-pi, pi]: slow, noisy pixels barely vote for a direction.
+    # Magnitude-weighted histogram over (-pi, pi]: slow, noisy pixels barely vote for a direction
+    # (and invalid ones, at zero weight, not at all).
     angle = np.arctan2(v, u)
     low = -np.pi + bin_offset * 2.0 * np.pi / orientation_bins
     shifted = np.where(angle < low, angle + 2.0 * np.pi, angle)
@@ -85,7 +97,10 @@ def pair_deviation(
     centre = 0.5 * (edges[top] + edges[top + 1])
     # Wrap the difference into [-pi, pi) so that -pi+e and pi-e are close.
     diff = np.mod(angle - centre + np.pi, 2.0 * np.pi) - np.pi
-    return PAIR_TRANSLATION, (diff * diff).astype(np.float32)
+    deviation = (diff * diff).astype(np.float32)
+    if valid is not None:
+        deviation[~valid] = 0.0
+    return PAIR_TRANSLATION, deviation
 
 
 def _checked_flow(flow_fn: FlowFn, img0: np.ndarray, img1: np.ndarray) -> np.ndarray:
@@ -108,25 +123,51 @@ def motion_saliency_maps(
     dominant_fraction: float = 0.75,
     bin_offset: float = 0.5,
     box_size: int = 5,
+    flow_checks: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Motion saliency of every frame of ``small_frames`` (T,s,s,3 uint8 RGB).
 
     Returns ``(maps, static_pairs, translation_pairs, skipped_pairs)``; a frame without a usable
-    pair gets an all-zero map.
+    pair gets an all-zero map. With ``flow_checks`` (keyword arguments of
+    `pipeline.flow.validity.flow_validity`) each flow t -> t±k is checked against its reverse,
+    which the reference computes anyway when it reaches frame t±k (so no flow is computed
+    twice), and invalid pixels are skipped: out of the pair's statistics, and each pixel's map
+    is the mean over the pairs where it (box-filtered) is valid.
     """
     n = small_frames.shape[0]
     maps = np.zeros(small_frames.shape[:3], dtype=np.float32)
     counts = {kind: np.zeros(n, dtype=np.int64) for kind in (PAIR_STATIC, PAIR_TRANSLATION)}
     skipped = np.zeros(n, dtype=np.int64)
+    cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def flow_between(a: int, b: int) -> np.ndarray:
+        if (a, b) not in cache:
+            cache[(a, b)] = _checked_flow(flow_fn, small_frames[a], small_frames[b])
+        return cache[(a, b)]
+
+    blur = {"ksize": (box_size, box_size), "borderType": cv2.BORDER_REFLECT}
     for t in range(n):
+        for key in [k for k in cache if max(k) < t]:  # never needed again
+            del cache[key]
         total = np.zeros(small_frames.shape[1:3], dtype=np.float32)
+        weight = np.zeros(small_frames.shape[1:3], dtype=np.float32)
         for offset in range(-radius, radius + 1):
             other = t + offset
             if offset == 0 or other < 0 or other >= n:
                 continue
-            flow = _checked_flow(flow_fn, small_frames[t], small_frames[other])
+            flow = flow_between(t, other)
+            valid = None
+            if flow_checks is not None:
+                valid = flow_validity(
+                    small_frames[t],
+                    small_frames[other],
+                    flow,
+                    flow_between(other, t),
+                    **flow_checks,
+                ).valid
             kind, deviation = pair_deviation(
                 flow,
+                valid=valid,
                 static_median_px=static_median_px,
                 orientation_bins=orientation_bins,
                 dominant_fraction=dominant_fraction,
@@ -137,10 +178,10 @@ def motion_saliency_maps(
                 continue
             counts[kind][t] += 1
             # Box filter with symmetric padding, as the reference's convolve2d(boundary="symm").
-            total += cv2.blur(deviation, (box_size, box_size), borderType=cv2.BORDER_REFLECT)
-        usable = counts[PAIR_STATIC][t] + counts[PAIR_TRANSLATION][t]
-        if usable:
-            maps[t] = total / usable
+            total += cv2.blur(deviation, **blur)
+            weight += 1.0 if valid is None else cv2.blur(valid.astype(np.float32), **blur)
+        if counts[PAIR_STATIC][t] + counts[PAIR_TRANSLATION][t]:
+            np.divide(total, weight, out=maps[t], where=weight > 1e-6)
     return maps, counts[PAIR_STATIC], counts[PAIR_TRANSLATION], skipped
 
 
@@ -176,6 +217,7 @@ def shot_saliency(
     min_usable_fraction: float = 0.5,
     min_motion_peak: float = 0.25,
     appearance_sigma: float = 3.0,
+    flow_checks: dict | None = None,
 ) -> ShotSaliency:
     """Saliency of a shot at low resolution: motion where possible, else appearance.
 
@@ -194,6 +236,7 @@ def shot_saliency(
         dominant_fraction=dominant_fraction,
         bin_offset=bin_offset,
         box_size=box_size,
+        flow_checks=flow_checks,
     )
     paths = []
     for s, tr in zip(n_static, n_trans, strict=True):

@@ -199,12 +199,14 @@ def unlc_shot(
     blob_damp_to: float = 0.175,
     final_min_relative_size: float = 0.6,
     black_level: int = 10,
+    flow_checks: dict | None = None,
 ) -> UnlcResult:
     """uNLC soft foreground masks for one shot of RGB uint8 frames (T, H, W, 3).
 
     ``flow_fn(img0, img1)`` takes two RGB uint8 ``flow_size`` x ``flow_size`` images and returns
     float32 (flow_size, flow_size, 2) forward flow (dx, dy). Raises ValueError on a one-frame shot,
-    all-black frames, wrong shapes or non-finite flow.
+    all-black frames, wrong shapes or non-finite flow. ``flow_checks`` (the flow stage's validity
+    thresholds) makes the motion saliency skip pixels that fail them (pipeline.saliency).
     """
     _check_frames(frames, black_level)
     timings: dict[str, float] = {}
@@ -230,6 +232,7 @@ def unlc_shot(
         min_usable_fraction=min_usable_fraction,
         min_motion_peak=min_motion_peak,
         appearance_sigma=appearance_sigma,
+        flow_checks=flow_checks,
     )
     timings["saliency_s"] = time.perf_counter() - clock
 

@@ -1,6 +1,7 @@
 """The flow stage driver on a real (tiny) video file."""
 
 import numpy as np
+import pytest
 
 from pipeline.stages.flow import compute_video_flow
 from pipeline.stages.ingest import ingest_video
@@ -48,3 +49,41 @@ def test_a_video_shorter_than_its_shots_claim_says_which_pairs_were_lost(tmp_pat
     reasons = [d[-1] for d in dropped]
     assert any("video ended at frame 11" in r and "lost" in r for r in reasons), reasons
     assert all(int(r[3]) + int(r[4]) <= 11 for r in rows)
+
+
+def test_the_png_valid_bit_and_pairs_tsv_carry_the_checks(tmp_path):
+    import cv2
+
+    from pipeline.flowio import read_flow_png
+    from pipeline.stages.flow import PAIR_COLUMNS
+
+    # smooth texture: the AVI codec's error on per-pixel noise alone would exceed the threshold
+    base = cv2.GaussianBlur(
+        np.random.default_rng(1).integers(0, 255, (64, 96, 3), np.uint8), (0, 0), 2
+    )
+    frames = [np.roll(base, 2 * i, axis=1) for i in range(20)]
+    path = write_avi(tmp_path / "smooth.avi", frames)
+    record = ingest_video(str(path), video_id="clip", video_set="s", relpath="smooth.avi")
+    shots = {"video_id": "clip", "status": "ok", "shots": [{"index": 0, "start": 0, "end": 20}]}
+    cfg = {**FLOW_CFG, "validity": {"enabled": True, "min_valid_fraction": 0.5}}
+    rows, dropped, _ = compute_video_flow(
+        record, shots, cfg, SAMPLING, tmp_path / "out", progress=False
+    )
+    assert len(rows) == 6 and not dropped
+    invalid_col, photo_col = PAIR_COLUMNS.index("invalid_frac"), PAIR_COLUMNS.index("photo_error")
+    for row in rows:
+        _, valid = read_flow_png(tmp_path / "out" / row[6])
+        # the content shifts 4 px right per pair: the last 4 columns land off the frame
+        assert not valid[:, -4:].any() and valid[8:-8, 8:-8].mean() > 0.95
+        assert row[invalid_col] == pytest.approx(1.0 - valid.mean(), abs=1e-4)
+        assert 0.0 <= row[photo_col] < 8.0
+
+    strict = {**FLOW_CFG, "validity": {"enabled": True, "min_valid_fraction": 0.99}}
+    rows, dropped, _ = compute_video_flow(
+        record, shots, strict, SAMPLING, tmp_path / "strict", progress=False
+    )
+    assert not rows and len(dropped) == 6
+    assert all("valid fraction" in d[-1] and "below the floor 0.99" in d[-1] for d in dropped)
+    off = {**FLOW_CFG, "validity": {"enabled": False}}
+    rows, _, _ = compute_video_flow(record, shots, off, SAMPLING, tmp_path / "off", progress=False)
+    assert all(read_flow_png(tmp_path / "off" / r[6])[1].all() for r in rows)

@@ -4,10 +4,17 @@ For every pair (frame t → t+gap) chosen by the sampling policy (pipeline.sampl
 resized by the resolution policy, flow is computed with the configured backend (pipeline.flow),
 and the stage writes, under ``results/{set}/flow-{method}/{video_id}/``: the JPEG of frame t, the
 flow as a KITTI 16-bit PNG (pipeline.flowio; pixels of the stored image), ``pairs.tsv``,
-``dropped.tsv`` (pairs dropped with a one-line reason: non-finite flow, mismatched frame sizes)
-and a contact sheet (frames above their flow colour wheel) for the report. Near-static pairs are
+``dropped.tsv`` (pairs dropped with a one-line reason: non-finite flow, mismatched frame sizes,
+a valid fraction below ``validity.min_valid_fraction``) and a contact sheet (frames above their flow colour wheel) for the report. Near-static pairs are
 kept and flagged. The video is decoded once: frames are held only until the last pair that needs
 them has been computed, so memory is bounded by the largest gap, not the video length.
+
+Validity (issue 12; pipeline.flow.validity): with ``validity.enabled`` the backend also computes
+the backward flow t+gap → t of every pair (in the same batch), and a pixel is valid only when it
+passes the forward-backward consistency test of Sundaram et al. (ECCV 2010) and its photometric
+error (frame t+gap warped back by the flow) is below ``validity.photo_threshold``. The valid map is
+the PNG's third channel; pairs.tsv records each pair's ``invalid_frac`` and mean ``photo_error``;
+the magnitude statistics are taken over valid pixels.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from tqdm import tqdm
 
 from pipeline import atomic
 from pipeline.flow import flow_statistics, make_batch_flow_fn
+from pipeline.flow.validity import Validity, flow_validity
 from pipeline.flowio import encode_flow_png
 from pipeline.ids import frame_key, sample_id
 from pipeline.resizing import resize_frame
@@ -47,6 +55,8 @@ PAIR_COLUMNS = [
     "max_mag",
     "frac_saturated",
     "static",
+    "invalid_frac",
+    "photo_error",
 ]
 DROPPED_COLUMNS = ["sample_id", "shot", "t", "gap", "reason"]
 
@@ -92,6 +102,89 @@ def _pairs_with_frames(
         )
 
 
+def _checked_flows(
+    compute, good: list[tuple[Pair, np.ndarray, np.ndarray]], checks: dict
+) -> tuple[list[np.ndarray], list[Validity | None]]:
+    """Forward flows of the pairs and, when the checks are on, their validity (backward flows
+    are computed in the same batch, so RAFT batches them too)."""
+    if not good:
+        return [], []
+    forward_pairs = [(a, b) for _, a, b in good]
+    if not checks.get("enabled", True):
+        return compute(forward_pairs), [None] * len(good)
+    flows = compute(forward_pairs + [(b, a) for a, b in forward_pairs])
+    forward, backward = flows[: len(good)], flows[len(good) :]
+    validities: list[Validity | None] = []
+    for (a, b), fwd, bwd in zip(forward_pairs, forward, backward, strict=True):
+        if not (np.isfinite(fwd).all() and np.isfinite(bwd).all()):
+            validities.append(None)  # dropped below for the forward flow; no check possible
+            continue
+        validities.append(
+            flow_validity(
+                a,
+                b,
+                fwd,
+                bwd,
+                fb_alpha=checks.get("fb_alpha", 0.01),
+                fb_beta=checks.get("fb_beta", 0.5),
+                photo_threshold=checks.get("photo_threshold", 8.0),
+                photo_window=checks.get("photo_window", 3),
+            )
+        )
+    return forward, validities
+
+
+def _drop_reason(flow: np.ndarray, validity: Validity | None, checks: dict) -> str:
+    """Why a computed pair cannot be kept ('' to keep it)."""
+    if not np.isfinite(flow).all():  # the per-pixel mask only when needed: it is 20x dearer
+        bad = 1.0 - float(np.isfinite(flow).all(axis=-1).mean())
+        return f"non-finite flow in {bad:.1%} of pixels"
+    if validity is None:
+        return ""
+    floor = float(checks.get("min_valid_fraction", 0.0))
+    valid = 1.0 - validity.invalid_fraction
+    if valid < floor:
+        return (
+            f"valid fraction {valid:.3f} below the floor {floor:g} (forward-backward "
+            f"consistent {validity.consistent.mean():.3f}, photometric error "
+            f"{validity.photometric_mean:.1f})"
+        )
+    return ""
+
+
+def _store_pair(
+    out_dir: Path,
+    pair: Pair,
+    img0: np.ndarray,
+    flow: np.ndarray,
+    validity: Validity | None,
+    flow_cfg: dict,
+    quality: list[int],
+) -> list:
+    """Write frame t's JPEG and the flow PNG (valid bit from the checks); return the row's tail."""
+    key = frame_key(pair.shot, pair.t)
+    frame_rel = f"frames/{key}.jpg"
+    flow_rel = f"flow/{key}_g{pair.gap:02d}.png"
+    valid = None if validity is None else validity.valid
+    png, n_saturated = encode_flow_png(flow, valid, compression=int(flow_cfg["png_compression"]))
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(img0, cv2.COLOR_RGB2BGR), quality)
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a JPEG")
+    atomic.write_bytes(out_dir / frame_rel, jpg.tobytes())
+    atomic.write_bytes(out_dir / flow_rel, png)
+    stats = flow_statistics(
+        flow,
+        valid,
+        static_threshold=flow_cfg["static_threshold"],
+        static_quantile=flow_cfg["static_quantile"],
+    )
+    h, w = flow.shape[:2]
+    invalid = 0.0 if validity is None else validity.invalid_fraction
+    photo = "" if validity is None else round(validity.photometric_mean, 3)
+    return [frame_rel, flow_rel, h, w, stats["mean_mag"], stats["max_mag"],
+            n_saturated / (h * w), int(stats["static"]), round(invalid, 5), photo]  # fmt: skip
+
+
 def compute_video_flow(
     record: dict,
     shots_result: dict,
@@ -125,6 +218,8 @@ def compute_video_flow(
     sheet: list[tuple[np.ndarray, np.ndarray]] = []
     sheet_every = max(1, len(pairs) // max(1, int(flow_cfg["contact_sheet_pairs"])))
 
+    checks = flow_cfg.get("validity", {})
+
     def flush(batch: list[tuple[Pair, np.ndarray, np.ndarray]]) -> None:
         good = []
         for pair, img0, img1 in batch:
@@ -134,34 +229,16 @@ def compute_video_flow(
                 dropped.append([sid, pair.shot, pair.t, pair.gap, reason])
             else:
                 good.append((pair, img0, img1))
-        flows = compute([(a, b) for _, a, b in good]) if good else []
-        for (pair, img0, _), flow in zip(good, flows, strict=True):
+        for (pair, img0, _), flow, validity in zip(
+            good, *_checked_flows(compute, good, checks), strict=True
+        ):
             sid = sample_id(video_set, vid, pair.shot, pair.t)
-            if not np.isfinite(flow).all():  # the per-pixel mask only when needed: it is 20x dearer
-                bad = 1.0 - float(np.isfinite(flow).all(axis=-1).mean())
-                dropped.append(
-                    [sid, pair.shot, pair.t, pair.gap, f"non-finite flow in {bad:.1%} of pixels"]
-                )
+            reason = _drop_reason(flow, validity, checks)
+            if reason:
+                dropped.append([sid, pair.shot, pair.t, pair.gap, reason])
                 continue
-            key = frame_key(pair.shot, pair.t)
-            frame_rel = f"frames/{key}.jpg"
-            flow_rel = f"flow/{key}_g{pair.gap:02d}.png"
-            png, n_saturated = encode_flow_png(flow, compression=int(flow_cfg["png_compression"]))
-            ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(img0, cv2.COLOR_RGB2BGR), quality)
-            if not ok:
-                raise RuntimeError("OpenCV failed to encode a JPEG")
-            atomic.write_bytes(out_dir / frame_rel, jpg.tobytes())
-            atomic.write_bytes(out_dir / flow_rel, png)
-            stats = flow_statistics(
-                flow,
-                static_threshold=flow_cfg["static_threshold"],
-                static_quantile=flow_cfg["static_quantile"],
-            )
-            h, w = flow.shape[:2]
-            rows.append(
-                [sid, vid, pair.shot, pair.t, pair.gap, frame_rel, flow_rel, h, w,
-                 stats["mean_mag"], stats["max_mag"], n_saturated / (h * w), int(stats["static"])]
-            )  # fmt: skip
+            row = _store_pair(out_dir, pair, img0, flow, validity, flow_cfg, quality)
+            rows.append([sid, vid, pair.shot, pair.t, pair.gap, *row])
             if len(rows) % sheet_every == 0 and len(sheet) < flow_cfg["contact_sheet_pairs"]:
                 sheet.append((img0, flow))
 

@@ -51,7 +51,7 @@ def video_guidance(pairs_tsv: Path, guidance_cfg: dict, *, progress: bool = True
         flow, valid = read_flow_png(pairs_tsv.parent / row["flow"])
         flow = np.where(valid[..., None], flow, 0.0).astype(np.float32)
         rng = rng_for(guidance_cfg["seed"], row["sample_id"])
-        found = sample_guidance(flow, rng=rng, **params)
+        found = sample_guidance(flow, rng=rng, valid=valid, **params)
         ids.append(row["sample_id"])
         points.append(found.points)
         vectors.append(guidance_vectors(flow, found.points))

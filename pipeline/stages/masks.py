@@ -50,6 +50,15 @@ def masks_flow_fn(cfg: dict, flow_cfg: dict):
     return make_flow_fn(method, **params)
 
 
+def masks_flow_checks(flow_cfg: dict) -> dict | None:
+    """The flow stage's validity thresholds, which uNLC's saliency applies to its own flow."""
+    checks = dict(flow_cfg.get("validity", {}))
+    if not checks.pop("enabled", True):
+        return None
+    checks.pop("min_valid_fraction", None)  # a per-pair floor of the flow stage, not a pixel test
+    return checks
+
+
 def _decode_shots(video_path: str, wanted: set[int], resize: dict) -> dict[int, np.ndarray]:
     frames = {}
     for index, frame in iter_frames(video_path, start=min(wanted), stop=max(wanted) + 1):
@@ -90,7 +99,9 @@ def video_masks(
         try:
             frames = _decode_shots(record["path"], set(indices), resize)
             stack = np.stack([frames[i] for i in indices])
-            result = unlc_shot(stack, flow_fn, **cfg["unlc"])
+            result = unlc_shot(
+                stack, flow_fn, flow_checks=masks_flow_checks(flow_cfg), **cfg["unlc"]
+            )
         except (ValueError, VideoError) as err:
             for t in sampled:
                 rows.append([frame_key(shot, t), shot, t, "dropped", f"uNLC: {err}", "", "", ""])
@@ -214,7 +225,9 @@ def davis_scores(root: str, cfg: dict, flow_cfg: dict) -> list[dict]:
     for seq in tqdm(list_davis_sequences(root), desc="DAVIS", unit="sequence"):
         frames, truth, _ = read_davis_sequence(root, seq)
         picks = shot_frame_indices(0, len(frames), [], cfg["max_shot_frames"])
-        result = unlc_shot(frames[picks], flow_fn, **cfg["unlc"])
+        result = unlc_shot(
+            frames[picks], flow_fn, flow_checks=masks_flow_checks(flow_cfg), **cfg["unlc"]
+        )
         for soft, gt in zip(result.soft, truth[picks], strict=True):
             scores.append(mask_scores(soft > cfg["positive_above"], gt))
     return scores
