@@ -49,6 +49,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.flow import FLOW_METHODS, make_flow_fn  # noqa: E402
+from pipeline.flow.validity import (  # noqa: E402
+    chain_flows,
+    check_params,
+    flow_validity,
+    photometric_error,
+)
 from pipeline.flowio import PNG_MAX_ERROR, decode_flow_png, encode_flow_png  # noqa: E402
 from pipeline.synthetic import render_clip  # noqa: E402
 from pipeline.synthetic_movers import render_mover_clip  # noqa: E402
@@ -135,12 +141,84 @@ MOVER_GAPS = tuple(range(1, 10))
 BAD_EPE_PX = 3.0  # issue 12: of the pixels off by more than this, >= 95 % must be marked invalid
 
 
-def mover_variants() -> dict:
-    """Variant name -> `fn(frames) -> (flow 0 -> last, valid or None)` on a clip's frames."""
-    variants = {}
+def _direct(fn):
+    return lambda frames: (fn(frames[0], frames[-1]), None)
+
+
+def _checked(fn, checks: dict):
+    def run(frames):
+        forward, backward = fn(frames[0], frames[-1]), fn(frames[-1], frames[0])
+        return forward, flow_validity(frames[0], frames[-1], forward, backward, **checks).valid
+
+    return run
+
+
+def _chained(fn, checks: dict):
+    """Gap-1 flows along the pair, each checked, composed with validity carried; final photo check."""
+
+    def run(frames):
+        flows, valids = [], []
+        for a, b in zip(frames[:-1], frames[1:], strict=True):
+            forward, backward = fn(a, b), fn(b, a)
+            flows.append(forward)
+            valids.append(flow_validity(a, b, forward, backward, **checks).valid)
+        flow, valid = chain_flows(flows, valids)
+        error = photometric_error(frames[0], frames[-1], flow, window=checks["photo_window"])
+        return flow, valid & (error < checks["photo_threshold"])
+
+    return run
+
+
+def _largest_passing_gap(fn, checks: dict, floor: float):
+    """Issue 12 (b): the largest gap g' <= g whose pair 0 -> g' keeps >= floor of its pixels valid
+    (else gap 1); returns the flow of that pair and its gap (the ground truth is scaled to it)."""
+
+    def run(frames):
+        for gap in range(len(frames) - 1, 0, -1):
+            forward, backward = fn(frames[0], frames[gap]), fn(frames[gap], frames[0])
+            valid = flow_validity(frames[0], frames[gap], forward, backward, **checks).valid
+            if valid.mean() >= floor or gap == 1:
+                return forward, valid, gap
+        raise AssertionError("unreachable")
+
+    return run
+
+
+def stage_default() -> tuple[str, dict, dict]:
+    """The flow stage's backend, its parameters and validity checks as config.yaml + schema give."""
+    import yaml
+    from snakemake.utils import validate
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8"))
+    validate(config, str(root / "workflow/schemas/config.schema.yaml"))
+    flow = config["flow"]
+    checks = check_params(flow["validity"]) or {}
+    return flow["method"], flow["backends"].get(flow["method"], {}), checks
+
+
+def mover_variants(checks: dict, gap_floor: float = 0.9) -> dict:
+    """Variant name -> `fn(frames) -> (flow 0 -> last, valid or None)` on a clip's frames.
+
+    ``stage_default`` is what the flow stage stores with today's config (backend, parameters
+    and validity thresholds from config.yaml and the schema); the others use ``checks``.
+    """
+    method, params, default_checks = stage_default()
+    variants = {"stage_default": _checked(make_flow_fn(method, **params), default_checks)}
     for method in ("dis_fast", "dis_medium", "farneback"):
         fn = make_flow_fn(method)
-        variants[method] = lambda frames, fn=fn: (fn(frames[0], frames[-1]), None)
+        variants[method] = _direct(fn)
+        variants[f"{method}+checks"] = _checked(fn, checks)
+        variants[f"{method}+chain"] = _chained(fn, checks)
+        variants[f"{method}+largest_gap"] = _largest_passing_gap(fn, checks, gap_floor)
+    for name, params in {
+        "dis_fast_fs1": {"finest_scale": 1},
+        "dis_fast_p4": {"patch_size": 4, "patch_stride": 2},
+        "dis_fast_fs0": {"finest_scale": 0},
+    }.items():
+        fn = make_flow_fn("dis_fast", **params)
+        variants[name] = _direct(fn)
+        variants[f"{name}+checks"] = _checked(fn, checks)
     return variants
 
 
@@ -155,10 +233,14 @@ def _stat(values: np.ndarray, how) -> float | None:
 def mover_errors(fn, clip) -> dict:
     """One variant on one clip: per-pixel EPE on movers / background, validity, seconds."""
     t0 = time.perf_counter()
-    flow, valid = fn(clip.frames)
+    flow, valid, *used = fn(clip.frames)
     seconds = time.perf_counter() - t0
-    epe = np.hypot(*(flow - clip.flow).transpose(2, 0, 1))
+    gap = len(clip.frames) - 1
+    used_gap = used[0] if used else gap
+    truth = clip.flow * np.float32(used_gap / gap)  # linear motion: the pair 0 -> used_gap
+    epe = np.hypot(*(flow - truth).transpose(2, 0, 1))
     out = {"mover": epe[clip.mover], "background": epe[~clip.mover], "seconds": seconds}
+    out["gap_used"] = used_gap
     if valid is not None:
         out["mover_valid"] = epe[clip.mover & valid]
         out["bad_caught"] = ~valid[epe > BAD_EPE_PX]
@@ -183,6 +265,7 @@ def summarise(errors: list[dict]) -> dict:
         "mover_pixels": int(m.size),
         "pairs": len(errors),
         "seconds_per_pair": statistics.median(e["seconds"] for e in errors),
+        "mean_gap_used": float(np.mean([e["gap_used"] for e in errors])),
     }
     if any("bad_caught" in e for e in errors):
         caught = pool("bad_caught")
@@ -199,8 +282,23 @@ def summarise(errors: list[dict]) -> dict:
 
 def run_movers(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    variants = mover_variants()
-    chosen = args.variants or list(variants)
+    checks = {
+        "fb_alpha": args.fb_alpha,
+        "fb_beta": args.fb_beta,
+        "photo_threshold": args.photo_threshold,
+        "photo_window": args.photo_window,
+        "margin": args.margin,
+    }
+    variants = mover_variants(checks, args.gap_floor)
+    chosen = args.variants or [
+        "dis_fast",
+        "dis_medium",
+        "farneback",
+        "stage_default",
+        "dis_fast+checks",
+        "dis_medium+checks",
+        "farneback+checks",
+    ]
     results: dict[str, dict] = {name: {} for name in chosen}
     for side in args.sides:
         pooled: dict[str, list] = {name: [] for name in chosen}
@@ -239,6 +337,7 @@ def run_movers(args: argparse.Namespace) -> None:
         "what": "EPE on mover and background pixels apart, per gap, short side and variant",
         "pairs_per_cell": args.mover_pairs,
         "bad_epe_px": BAD_EPE_PX,
+        "checks": checks,
         "threads": 1,
         "variants": results,
         "wall_s": time.perf_counter() - started,
@@ -258,6 +357,12 @@ def main() -> None:
     parser.add_argument("--mover-pairs", type=int, default=6)
     parser.add_argument("--sides", type=int, nargs="+", default=list(MOVER_SIDES))
     parser.add_argument("--variants", nargs="*", default=None)
+    parser.add_argument("--fb-alpha", type=float, default=0.01)
+    parser.add_argument("--fb-beta", type=float, default=0.5)
+    parser.add_argument("--photo-threshold", type=float, default=8.0)
+    parser.add_argument("--photo-window", type=int, default=3)
+    parser.add_argument("--gap-floor", type=float, default=0.9)
+    parser.add_argument("--margin", type=int, default=1)
     parser.add_argument(
         "--movers-out", type=Path, default=Path(__file__).parent / "out" / "flow_epe_movers.json"
     )

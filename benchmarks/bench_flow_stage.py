@@ -83,14 +83,14 @@ def flow_config(short_side: int | None) -> dict:
 
 
 def default_flow_config(short_side: int | None) -> dict:
-    """The flow section as the schema fills it today (validity checks, DIS settings)."""
+    """The flow section of config.yaml as the schema fills it (validity checks, DIS settings)."""
+    import yaml
     from snakemake.utils import validate
 
-    config = {"flow": {"short_side": short_side, "upscale": True}}
-    validate(
-        config, str(Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml")
-    )
-    return config["flow"]
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8"))
+    validate(config, str(root / "workflow/schemas/config.schema.yaml"))
+    return {**config["flow"], "short_side": short_side, "long_side": None, "upscale": True}
 
 
 def compare_configs(

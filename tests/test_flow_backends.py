@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import cv2
 import numpy as np
 import pytest
@@ -175,3 +177,33 @@ def test_flow_statistics_static_flag():
     assert flow_statistics(flow, valid)["static"]
     with pytest.raises(ValueError):
         flow_statistics(flow, np.ones((3, 3), bool))
+
+
+@pytest.mark.skipif(
+    not (importlib.util.find_spec("torch") and __import__("torch").cuda.is_available()),
+    reason="no CUDA device: RAFT's GPU route is checked where one is present",
+)
+def test_raft_batched_path_runs_on_cuda_and_matches_cpu(tmp_path):
+    """The GPU route (issue 12): the flow stage's batch of forward and backward pairs runs
+    through RAFT on CUDA, in batches, and agrees with the same weights on the CPU."""
+    import torch
+    from torchvision.models.optical_flow import raft_small
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    weights = tmp_path / "raft_small.pth"
+    torch.save(raft_small(weights=None).state_dict(), weights)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (60, 90, 3), dtype=np.uint8) for _ in range(3)]
+    pairs = [(frames[0], frames[1]), (frames[1], frames[2])]
+    pairs += [(b, a) for a, b in pairs]  # the stage's forward + backward batch
+    params = {"weights": str(weights), "num_flow_updates": 3, "batch_size": 3}
+    gpu = make_batch_flow_fn("raft_small", device="cuda", **params)
+    flows = gpu(pairs)
+    assert torch.cuda.max_memory_allocated() > 0  # the model really ran on the GPU
+    cpu = make_batch_flow_fn("raft_small", device="cpu", **params)(pairs)
+    assert len(flows) == 4
+    for got, want in zip(flows, cpu, strict=True):
+        assert got.shape == (60, 90, 2) and got.dtype == np.float32 and np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, atol=1e-3 * max(1.0, float(np.abs(want).max())))

@@ -182,3 +182,16 @@ def test_unlc_saliency_skips_invalid_pixels_without_extra_flow():
     checked = motion_saliency_maps(frames, counted, radius=2, flow_checks={})[0]
     assert len(calls) - n_plain == n_plain  # the reverse flows are reused, not recomputed
     assert checked.shape == plain.shape and np.isfinite(checked).all()
+
+
+def test_margin_grows_the_invalid_region():
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    forward, backward = _constant(12, 12, 0.0, 0.0), _constant(12, 12, 0.0, 0.0)
+    backward[5, 6] = (3.0, 0.0)  # one inconsistent pixel
+    tight = flow_validity(img, img, forward, backward, margin=0).valid
+    assert (~tight).sum() == 1 and not tight[5, 6]
+    grown = flow_validity(img, img, forward, backward, margin=1).valid
+    assert not grown[4:7, 5:8].any() and (~grown).sum() == 9
+    with pytest.raises(ValueError, match="margin"):
+        flow_validity(img, img, forward, backward, margin=-1)

@@ -14,7 +14,9 @@ A stored flow vector is only worth learning from when two independent checks agr
   cannot: when a backend loses a fast object, both directions give it the background's motion
   (consistent with each other) but the warped frame shows background where the object was.
 
-A pixel failing either check is invalid. `chain_flows` composes gap-1 flows t -> t+1 -> ... ->
+A pixel failing either check is invalid, and so is a fringe of ``margin`` px around the pixels
+that fail (measured on the mover benchmark: at 416 px the fringe holds a third of the bad pixels
+both tests miss). `chain_flows` composes gap-1 flows t -> t+1 -> ... ->
 t+g, carrying validity: a pixel stays valid only while every link it lands on is valid.
 All functions are pure numpy / OpenCV on arrays.
 """
@@ -143,19 +145,31 @@ def flow_validity(
     fb_beta: float = 0.5,
     photo_threshold: float = 8.0,
     photo_window: int = 3,
+    margin: int = 1,
 ) -> Validity:
-    """Both checks on one pair: valid = forward-backward consistent and photometric error below."""
+    """Both checks on one pair: valid = forward-backward consistent and photometric error below,
+    then the invalid region grown by ``margin`` px (a (2 margin + 1)^2 square): a failure's wrong
+    vectors bleed into a fringe of neighbours that pass both tests (a DIS patch straddles it)."""
     _check_flows(forward, backward)
-    if img0.shape != img1.shape or img0.shape[:2] != forward.shape[:2]:
-        raise ValueError(
-            f"frames {img0.shape}, {img1.shape} and flow {forward.shape} differ in size"
-        )
-    if photo_window < 1:
-        raise ValueError(f"photometric window must be >= 1, got {photo_window}")
+    _check_frames(img0, img1, forward, photo_window)
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
     maps = _maps(forward)
     consistent = _consistent(forward, backward, maps, fb_alpha, fb_beta)
     photometric = _photometric(img0, img1, maps, photo_window)
-    return Validity(consistent & (photometric < photo_threshold), consistent, photometric)
+    valid = consistent & (photometric < photo_threshold)
+    if margin:
+        kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
+        valid = cv2.erode(valid.view(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE) > 0
+    return Validity(valid, consistent, photometric)
+
+
+def check_params(validity_cfg: dict) -> dict | None:
+    """`flow_validity`'s keyword arguments from the config's flow.validity section (None: off)."""
+    if not validity_cfg.get("enabled", True):
+        return None
+    keys = ("fb_alpha", "fb_beta", "photo_threshold", "photo_window", "margin")
+    return {k: validity_cfg[k] for k in keys if k in validity_cfg}
 
 
 def chain_flows(
@@ -202,6 +216,7 @@ def _warp_nearest(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
 __all__ = [
     "Validity",
     "chain_flows",
+    "check_params",
     "flow_validity",
     "forward_backward_consistent",
     "lands_inside",

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from pipeline import atomic
 from pipeline.flow import make_flow_fn
+from pipeline.flow.validity import check_params
 from pipeline.ids import frame_key
 from pipeline.resizing import resize_frame
 from pipeline.unlc import prune_reason, trimap, unlc_shot
@@ -52,11 +53,7 @@ def masks_flow_fn(cfg: dict, flow_cfg: dict):
 
 def masks_flow_checks(flow_cfg: dict) -> dict | None:
     """The flow stage's validity thresholds, which uNLC's saliency applies to its own flow."""
-    checks = dict(flow_cfg.get("validity", {}))
-    if not checks.pop("enabled", True):
-        return None
-    checks.pop("min_valid_fraction", None)  # a per-pair floor of the flow stage, not a pixel test
-    return checks
+    return check_params(flow_cfg.get("validity", {}))
 
 
 def _decode_shots(video_path: str, wanted: set[int], resize: dict) -> dict[int, np.ndarray]:
