@@ -19,6 +19,7 @@ STAGES: dict[str, tuple[str, str, str, str]] = {
     "shots": ("pipeline.stages.shots", "add_arguments", "run", "split one video into shots"),
     "shots-summary": ("pipeline.stages.shots", "add_summary_arguments", "run_summary", "per-set shot table (+ cut F1 on synthetic ground truth)"),
     "flow": ("pipeline.stages.flow", "add_arguments", "run", "sample pairs of one video, compute and store optical flow"),
+    "flow-summary": ("pipeline.stages.flow", "add_summary_arguments", "run_summary", "per-set count of kept and dropped pairs (validity floor, other reasons)"),
     "masks": ("pipeline.stages.masks", "add_arguments", "run", "uNLC motion masks and trimaps for one video"),
     "evaluate-masks": ("pipeline.stages.masks", "add_evaluate_arguments", "run_evaluate", "mask IoU / precision / recall against ground truth"),
     "mask-quality": ("pipeline.stages.masks", "add_collect_arguments", "run_collect", "gather every set's mask evaluation into one table"),

@@ -87,3 +87,37 @@ def test_the_png_valid_bit_and_pairs_tsv_carry_the_checks(tmp_path):
     off = {**FLOW_CFG, "validity": {"enabled": False}}
     rows, _, _ = compute_video_flow(record, shots, off, SAMPLING, tmp_path / "off", progress=False)
     assert all(read_flow_png(tmp_path / "off" / r[6])[1].all() for r in rows)
+
+
+def test_the_set_summary_counts_dropped_pairs_by_cause(tmp_path):
+    from pipeline import atomic
+    from pipeline.stages.flow import (
+        DROPPED_COLUMNS,
+        PAIR_COLUMNS,
+        SUMMARY_COLUMNS,
+        summarise_set,
+    )
+
+    def video(name, kept, dropped):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [[f"s/{name}/0/{t}", name, 0, t, 2, "f", "g", 8, 8, 1, 2, 0, 0, inv, 3.0]
+                for t, inv in kept]  # fmt: skip
+        atomic.write_tsv(folder / "pairs.tsv", PAIR_COLUMNS, rows)
+        atomic.write_tsv(folder / "dropped.tsv", DROPPED_COLUMNS, dropped)
+        return folder / "pairs.tsv"
+
+    low = "valid fraction 0.310 below the floor 0.5 (forward-backward consistent 0.4, ...)"
+    paths = [
+        video("a", [(0, 0.1), (2, 0.3)], [["s/a/0/4", 0, 4, 2, low]]),
+        video("b", [], [["s/b", "", "", "", "video skipped: unreadable"]]),
+        video(
+            "c", [(0, 0.2)], [["s/c/0/2", 0, 2, 2, low], ["s/c/0/4", 0, 4, 2, "non-finite flow"]]
+        ),
+    ]
+    summary = dict(zip(SUMMARY_COLUMNS, summarise_set(paths), strict=True))
+    assert summary["videos"] == 3 and summary["pairs_kept"] == 3
+    assert summary["pairs_dropped"] == 3 and summary["dropped_low_valid"] == 2
+    assert summary["dropped_other"] == 1 and summary["videos_skipped"] == 1
+    assert summary["mean_invalid_frac"] == pytest.approx(0.2)
+    assert summary["median_photo_error"] == 3.0

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from pipeline import atomic
 from pipeline.flow import flow_statistics, make_batch_flow_fn
-from pipeline.flow.validity import Validity, flow_validity
+from pipeline.flow.validity import Validity, check_params, flow_validity
 from pipeline.flowio import encode_flow_png
 from pipeline.ids import frame_key, sample_id
 from pipeline.resizing import resize_frame
@@ -59,6 +59,17 @@ PAIR_COLUMNS = [
     "photo_error",
 ]
 DROPPED_COLUMNS = ["sample_id", "shot", "t", "gap", "reason"]
+SUMMARY_COLUMNS = [
+    "videos",
+    "pairs_kept",
+    "pairs_dropped",
+    "dropped_low_valid",
+    "dropped_other",
+    "videos_skipped",
+    "mean_invalid_frac",
+    "median_photo_error",
+]
+LOW_VALID = "valid fraction"  # how a pair dropped for its validity floor is recognised
 
 
 def pairs_for_video(shots_result: dict, sampling_cfg: dict) -> list[Pair]:
@@ -110,7 +121,8 @@ def _checked_flows(
     if not good:
         return [], []
     forward_pairs = [(a, b) for _, a, b in good]
-    if not checks.get("enabled", True):
+    params = check_params(checks)
+    if params is None:
         return compute(forward_pairs), [None] * len(good)
     flows = compute(forward_pairs + [(b, a) for a, b in forward_pairs])
     forward, backward = flows[: len(good)], flows[len(good) :]
@@ -119,18 +131,7 @@ def _checked_flows(
         if not (np.isfinite(fwd).all() and np.isfinite(bwd).all()):
             validities.append(None)  # dropped below for the forward flow; no check possible
             continue
-        validities.append(
-            flow_validity(
-                a,
-                b,
-                fwd,
-                bwd,
-                fb_alpha=checks.get("fb_alpha", 0.01),
-                fb_beta=checks.get("fb_beta", 0.5),
-                photo_threshold=checks.get("photo_threshold", 8.0),
-                photo_window=checks.get("photo_window", 3),
-            )
-        )
+        validities.append(flow_validity(a, b, fwd, bwd, **params))
     return forward, validities
 
 
@@ -145,7 +146,7 @@ def _drop_reason(flow: np.ndarray, validity: Validity | None, checks: dict) -> s
     valid = 1.0 - validity.invalid_fraction
     if valid < floor:
         return (
-            f"valid fraction {valid:.3f} below the floor {floor:g} (forward-backward "
+            f"{LOW_VALID} {valid:.3f} below the floor {floor:g} (forward-backward "
             f"consistent {validity.consistent.mean():.3f}, photometric error "
             f"{validity.photometric_mean:.1f})"
         )
@@ -296,4 +297,49 @@ def run(args: argparse.Namespace) -> int:
     atomic.write_tsv(
         args.pairs, PAIR_COLUMNS, rows
     )  # last: its presence means the folder is complete
+    return 0
+
+
+# --------------------------------------------------------------------------- per-set summary
+
+
+def summarise_set(pairs_tsvs: list[Path]) -> list:
+    """One summary row over a set's videos (SUMMARY_COLUMNS): kept pairs, dropped pairs by cause
+    (below the validity floor / any other reason), videos skipped whole, and the validity of the
+    kept pairs. Each ``pairs.tsv``'s ``dropped.tsv`` sits beside it."""
+    kept, low_valid, other, skipped = 0, 0, 0, 0
+    invalid, photo = [], []
+    for pairs_tsv in pairs_tsvs:
+        rows = atomic.read_tsv(pairs_tsv)
+        kept += len(rows)
+        invalid += [float(r["invalid_frac"]) for r in rows if r.get("invalid_frac")]
+        photo += [float(r["photo_error"]) for r in rows if r.get("photo_error")]
+        for row in atomic.read_tsv(Path(pairs_tsv).with_name("dropped.tsv")):
+            if row["t"] == "":
+                skipped += 1  # a whole-video line (skipped upstream, no pair, decoding stopped)
+            elif row["reason"].startswith(LOW_VALID):
+                low_valid += 1
+            else:
+                other += 1
+    return [
+        len(pairs_tsvs),
+        kept,
+        low_valid + other,
+        low_valid,
+        other,
+        skipped,
+        round(float(np.mean(invalid)), 5) if invalid else "",
+        round(float(np.median(photo)), 3) if photo else "",
+    ]
+
+
+def add_summary_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pairs", nargs="*", help="every pairs.tsv of the set")
+    p.add_argument("--out", required=True, help="summary.tsv to write")
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    row = summarise_set([Path(p) for p in args.pairs])
+    atomic.write_tsv(args.out, SUMMARY_COLUMNS, [row])
+    log.info("flow summary: %s", dict(zip(SUMMARY_COLUMNS, row, strict=True)))
     return 0

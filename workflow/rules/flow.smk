@@ -36,6 +36,28 @@ rule flow_video:
         " > {log:q} 2>&1"
 
 
+rule flow_summary:
+    input:
+        pairs=videos_of(f"{FLOW_DIR}/{{vid}}/pairs.tsv"),
+        dropped=videos_of(f"{FLOW_DIR}/{{vid}}/dropped.tsv"),
+    output:
+        report(
+            f"{FLOW_DIR}/summary.tsv",
+            caption="../report/flow_summary.rst",
+            category="Optical flow",
+            subcategory="{set}",
+        ),
+    log:
+        f"{FLOW_DIR}/logs/summary.log",
+    benchmark:
+        f"{FLOW_DIR}/benchmarks/summary.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline flow-summary {input.pairs:q} --out={output:q} > {log:q} 2>&1"
+
+
 rule flow:
     input:
         per_video(f"{FLOW_DIR}/{{vid}}/pairs.tsv"),
+        per_set(f"{FLOW_DIR}/summary.tsv"),
