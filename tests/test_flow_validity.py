@@ -123,6 +123,18 @@ def test_cmp_loss_ignores_invalid_pixels():
     assert not torch.allclose(same, cmp_loss(logits, other, num_bins=9, max_flow=4.0))
 
 
+def test_cmp_epe_metric_ignores_invalid_pixels():
+    from models.methods.cmp import endpoint_error
+
+    target = torch.zeros(1, 2, 4, 4)
+    pred = torch.zeros(1, 2, 4, 4)
+    pred[:, 0, :, :2] = 3.0  # wrong by 3 px on the left half ...
+    valid = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    valid[..., :2] = False  # ... which is invalid
+    assert endpoint_error(pred, target, valid).item() == 0.0
+    assert endpoint_error(pred, target).item() == pytest.approx(1.5)
+
+
 def test_valid_bit_reaches_the_cmp_batch_and_its_guidance(tmp_path):
     """Flow PNG -> HDF5 shard -> ShardDataset 'cmp' view: batch['valid'] is the PNG's valid bit
     and no guidance point lands on an invalid pixel."""
