@@ -126,6 +126,133 @@ def _upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def _interp_matrix(n_out: int, n_in: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in) weights of 1-D bilinear resampling as ``F.interpolate`` does it.
+
+    align_corners=False and a size (not a scale factor) given: source = (i + 0.5)·n_in/n_out − 0.5,
+    clamped at 0; two taps per output, the upper one clamped at the border.
+    """
+    scale = n_in / n_out
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_(min=0.0)
+    low = src.floor().long().clamp_(max=n_in - 1)
+    high = (low + 1).clamp_(max=n_in - 1)
+    frac = src - low
+    rows = torch.arange(n_out)
+    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
+    matrix.index_put_((rows, low), 1.0 - frac, accumulate=True)
+    matrix.index_put_((rows, high), frac, accumulate=True)
+    return matrix.to(device=like.device, dtype=like.dtype)
+
+
+# Elements of one chunk of upsampled logits. CPU: 2 MiB of float32, a core's L2 here, and far
+# below glibc's mmap threshold, so chunks reuse memory instead of page-faulting fresh buffers
+# (2^19 was the fastest of 2^17..2^21 in benchmarks/bench_train.py's loss timing). CUDA: larger,
+# as each chunk is a few kernel launches.
+CHUNK_ELEMENTS = {"cpu": 2**19, "cuda": 2**26}
+
+
+def _chunks(n: int, height: int, row_elements: int, device: torch.device) -> list[tuple]:
+    """(slice of maps, slice of output rows) pairs, each at most CHUNK_ELEMENTS large."""
+    budget = CHUNK_ELEMENTS.get(device.type, CHUNK_ELEMENTS["cuda"])
+    rows = max(1, min(height, budget // row_elements))
+    maps = max(1, budget // (rows * row_elements)) if rows == height else 1
+    return [
+        (slice(i, i + maps), slice(y, y + rows))
+        for i in range(0, n, maps)
+        for y in range(0, height, rows)
+    ]
+
+
+def _upsampled_rows(
+    along_x: torch.Tensor, rows: torch.Tensor, maps: slice, out_rows: slice, c: int
+) -> torch.Tensor:
+    """One chunk of the upsampled logits, (maps, out_rows, W, C): the GEMM along y."""
+    u = torch.matmul(rows[out_rows], along_x[maps])
+    return u.view(u.shape[0], u.shape[1], -1, c)
+
+
+class _UpsampledCrossEntropy(torch.autograd.Function):
+    """sum(weight · CE(upsample(z), bins)) for z (N, C, h, w), bins (N, H, W), weight (N, H, W).
+
+    The same maths as ``F.cross_entropy(F.interpolate(z, (H, W), bilinear), bins)``: the bilinear
+    upsampling is separable and linear, u = R · z · Cᵀ per bin with (H, h) and (W, w) matrices of
+    two taps per row (``_interp_matrix``), so it and its transpose (the backward) are small GEMMs.
+    Bins are kept last (contiguous softmax), the logits are max-shifted per stride-8 cell (the
+    weights of a pixel sum to 1, so CE is unchanged and exp cannot overflow), and the full-size
+    logits are made chunk by chunk and made again in backward instead of being stored.
+    """
+
+    @staticmethod
+    def forward(ctx, z, bins, weight):  # type: ignore[override]
+        n, c, h, w = z.shape
+        height, width = bins.shape[-2:]
+        rows, cols = _interp_matrix(height, h, z), _interp_matrix(width, w, z)
+        shifted = z - z.amax(dim=1, keepdim=True)
+        # Along x once, on the small maps: (N, h, W·C), bins last.
+        along_x = torch.matmul(cols, shifted.permute(0, 2, 3, 1).reshape(n * h, w, c))
+        along_x = along_x.view(n, h, width * c)
+        # Per pixel: log Σ_c exp(u_c) and u[bin], chunk by chunk (one chunk of u alive at a time).
+        total = torch.empty(n, height, width, dtype=z.dtype, device=z.device)
+        picked = torch.empty_like(total)
+        chunks = _chunks(n, height, width * c, z.device)
+        for maps, out_rows in chunks:
+            u = _upsampled_rows(along_x, rows, maps, out_rows, c)
+            picked[maps, out_rows] = u.gather(3, bins[maps, out_rows].unsqueeze(3)).squeeze(3)
+            total[maps, out_rows] = u.exp_().sum(dim=3)
+        # The per-cell shift leaves every bin far below 0 only where neighbouring cells peak on
+        # different bins by more than exp's range; there, shift per pixel (one check, one sync).
+        shift = torch.zeros_like(total)
+        low = total <= torch.finfo(z.dtype).tiny ** 0.5
+        ctx.shifted = bool(low.any())
+        if ctx.shifted:
+            for maps, out_rows in chunks:
+                if bool(low[maps, out_rows].any()):
+                    u = _upsampled_rows(along_x, rows, maps, out_rows, c)
+                    shift[maps, out_rows] = u.amax(dim=3)
+                    total[maps, out_rows] = u.sub_(shift[maps, out_rows].unsqueeze(3)).exp_().sum(3)
+        loss = ((total.log() + shift - picked) * weight).sum()
+        ctx.save_for_backward(along_x, shift, total, bins, weight, rows, cols)
+        ctx.shape = (n, c, h, w)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        with torch.autocast(grad.device.type, enabled=False):
+            along_x, shift, total, bins, weight, rows, cols = ctx.saved_tensors
+            n, c, h, w = ctx.shape
+            width = cols.shape[0]
+            scale = weight * grad  # (N, H, W)
+            grad_x = torch.zeros_like(along_x)
+            for maps, out_rows in _chunks(n, rows.shape[0], width * c, along_x.device):
+                u = _upsampled_rows(along_x, rows, maps, out_rows, c)
+                if ctx.shifted:
+                    u.sub_(shift[maps, out_rows].unsqueeze(3))
+                # d CE / d u = softmax − one-hot, times the pixel's weight.
+                part = scale[maps, out_rows]
+                u = u.exp_().mul_((part / total[maps, out_rows]).unsqueeze(3))
+                u.scatter_add_(3, bins[maps, out_rows].unsqueeze(3), -part.unsqueeze(3))
+                grad_x[maps] += torch.matmul(rows[out_rows].T, u.view(u.shape[0], -1, width * c))
+            grad_z = torch.matmul(cols.T, grad_x.view(n * h, width, c))  # transpose of along x
+            return grad_z.view(n, h, w, c).permute(0, 3, 1, 2), None, None
+
+
+def _pixel_weights(
+    valid: torch.Tensor | None, shape: Sequence[int], like: torch.Tensor
+) -> torch.Tensor:
+    """(B, H, W) weights that turn a sum over pixels into the loss's mean over (valid) pixels."""
+    if valid is None:
+        count = shape[0] * shape[1] * shape[2]
+        return torch.full(tuple(shape), 1.0 / count, dtype=like.dtype, device=like.device)
+    if valid.ndim == 4:
+        if valid.shape[1] != 1:
+            raise ValueError(f"valid must be (B, 1, H, W) or (B, H, W), got {tuple(valid.shape)}")
+        valid = valid[:, 0]
+    if tuple(valid.shape) != tuple(shape):
+        raise ValueError(f"valid shape {tuple(valid.shape)} does not match target {tuple(shape)}")
+    weight = valid.to(device=like.device, dtype=like.dtype)
+    return weight / weight.sum().clamp(min=1.0)
+
+
 def cmp_loss(
     logits: torch.Tensor,
     target_flow: torch.Tensor,
@@ -135,9 +262,15 @@ def cmp_loss(
 ) -> torch.Tensor:
     """CMP's quantised-flow loss: CE(x) + CE(y), averaged over pixels (Eq. 1, equal weights).
 
-    logits: (B, 2·C, h, w), upsampled bilinearly to the target size when smaller.
+    logits: (B, 2·C, h, w), upsampled bilinearly (align_corners=False) to the target size.
     target_flow: (B, 2, H, W) in px. valid: optional (B, 1, H, W) or (B, H, W) bool; pixels where
     it is False are left out (a batch with no valid pixel gives a zero loss that still has a graph).
+
+    The value and gradient are those of ``F.cross_entropy(F.interpolate(logits), bins)``, but the
+    upsampling is two small GEMMs with the bins last (its backward is two GEMMs too, not the
+    scatter of the interpolation kernel), the softmax runs over contiguous bins, the max-shift is
+    taken on the stride-8 logits, and only exp(logits) at full size is kept for backward
+    (docs/BENCHMARKS.md, "Training step speed"). Computed in float32 even under bf16 autocast.
     """
     if target_flow.ndim != 4 or target_flow.shape[1] != 2:
         raise ValueError(f"target_flow must be (B, 2, H, W), got {tuple(target_flow.shape)}")
@@ -145,25 +278,14 @@ def cmp_loss(
         raise ValueError(
             f"batch sizes differ: logits {logits.shape[0]}, target {target_flow.shape[0]}"
         )
-    logits_x, logits_y = _split_logits(logits, num_bins)
-    size = target_flow.shape[-2:]
-    bins = flow_to_bins(target_flow, num_bins, max_flow)
-    # Cross-entropy in float32 even under bf16 autocast (log-softmax over 99 bins).
-    ce_x = F.cross_entropy(_full_precision(_upsample(logits_x, size)), bins[:, 0], reduction="none")
-    ce_y = F.cross_entropy(_full_precision(_upsample(logits_y, size)), bins[:, 1], reduction="none")
-    per_pixel = ce_x + ce_y
-    if valid is None:
-        return per_pixel.mean()
-    if valid.ndim == 4:
-        if valid.shape[1] != 1:
-            raise ValueError(f"valid must be (B, 1, H, W) or (B, H, W), got {tuple(valid.shape)}")
-        valid = valid[:, 0]
-    if valid.shape != per_pixel.shape:
-        raise ValueError(
-            f"valid shape {tuple(valid.shape)} does not match target {tuple(per_pixel.shape)}"
-        )
-    weight = valid.to(per_pixel.dtype)
-    return (per_pixel * weight).sum() / weight.sum().clamp(min=1.0)
+    _split_logits(logits, num_bins)
+    batch, _, height, width = target_flow.shape
+    bins = flow_to_bins(target_flow, num_bins, max_flow).flatten(0, 1)  # (B·2, H, W): x, y
+    z = _full_precision(logits).reshape(batch * 2, num_bins, *logits.shape[-2:])
+    weight = _pixel_weights(valid, (batch, height, width), z)
+    weight = weight.unsqueeze(1).expand(batch, 2, height, width).reshape(batch * 2, height, width)
+    with torch.autocast(z.device.type, enabled=False):
+        return _UpsampledCrossEntropy.apply(z, bins, weight)
 
 
 def predict_flow(
