@@ -38,6 +38,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from models.workers import ThreadLimitedLoader
 from pipeline.shards import ShardReader, read_index
 
 VIEWS = ("cmp", "cpfs", "motion_masks")
@@ -457,7 +458,8 @@ class ShardDataModule(pl.LightningDataModule):
         seed: int | None = 0,
         samples_per_epoch: int | None = None,
         multiprocessing_context: str | None = None,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
+        prefetch_factor: int = 2,
     ) -> None:
         super().__init__()
         if view not in VIEWS:
@@ -466,6 +468,8 @@ class ShardDataModule(pl.LightningDataModule):
             raise ValueError("batch_size must be >= 1 and num_workers >= 0")
         if multiprocessing_context not in (None, "fork", "spawn", "forkserver"):
             raise ValueError(f"unknown multiprocessing_context {multiprocessing_context!r}")
+        if prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor must be >= 1, got {prefetch_factor}")
         self.index_paths = [index_paths] if isinstance(index_paths, str) else list(index_paths)
         self.weights = None if weights is None else list(weights)
         if self.weights is not None and len(self.weights) != len(self.index_paths):
@@ -473,7 +477,10 @@ class ShardDataModule(pl.LightningDataModule):
         self.view, self.batch_size, self.num_workers = view, batch_size, num_workers
         self.val_batch_size = val_batch_size or batch_size
         self.seed, self.samples_per_epoch = seed, samples_per_epoch
-        self.multiprocessing_context, self.pin_memory = multiprocessing_context, pin_memory
+        self.multiprocessing_context = multiprocessing_context
+        # Pinned host memory makes the copy to a CUDA device asynchronous; useless without one.
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.prefetch_factor = prefetch_factor
         self.dataset_kwargs = {
             "view": view,
             "crop_size": crop_size,
@@ -499,15 +506,15 @@ class ShardDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
         workers = self.num_workers
-        return DataLoader(
+        # Single-threaded workers (torch, OpenCV, BLAS), set without the OpenCV fork deadlock:
+        # models/workers.py.
+        return ThreadLimitedLoader(
             dataset,
             batch_size=batch_size,
             num_workers=workers,
             persistent_workers=workers > 0,
             multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
-            # No cv2.setNumThreads in the workers: in a forked child it tears down the thread pool
-            # inherited from the parent and deadlocks (pthread_cond_destroy on a condvar whose
-            # waiters only existed in the parent).
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
             pin_memory=self.pin_memory,
             **kwargs,
         )
