@@ -14,8 +14,15 @@ shorter side is 416, forward flow by OpenCV DIS (fast preset), written as the fl
    window for HDF5, whole files for loose ones) and the CMP authors' way (loose files at the
    original resolution, resized for every sample).
 
-Medians of ``--repeats`` runs. JSON to benchmarks/out/loader.json.
-Usage: python benchmarks/bench_loader.py [--pairs-per-clip 24] [--repeats 3]
+3. Worker threads (``--part threads``): the HDF5 loader as training used it (a plain
+   ``DataLoader``, the workers' torch / OpenCV / BLAS pools at their defaults) against
+   ``models.workers.ThreadLimitedLoader`` (one thread each), fork, 1, 2 and 4 workers, A/B
+   alternating: samples/s and, per sample, the workers' system and user CPU time and context
+   switches (``resource.getrusage(RUSAGE_CHILDREN)`` around each run: a run ends with its workers
+   joined). This part keeps the parent's thread settings at their defaults.
+
+Medians of ``--repeats`` runs. JSON to benchmarks/out/loader.json (loader_threads.json for part 3).
+Usage: python benchmarks/bench_loader.py [--pairs-per-clip 24] [--repeats 3] [--part all|threads]
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
+import resource
 import shutil
 import statistics
 import tempfile
@@ -36,6 +45,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from models import data as md
+from models.workers import ThreadLimitedLoader
 from pipeline import shards as sh
 from pipeline.flowio import encode_flow_png, read_flow_png
 from pipeline.videosets import samples_dir
@@ -54,6 +64,8 @@ LAYOUT_VARIANTS = {
     "raw_none": ("raw", "none"),
 }
 OUT = Path(__file__).resolve().parent / "out" / "loader.json"
+OUT_THREADS = OUT.with_name("loader_threads.json")
+THREAD_WORKERS = (1, 2, 4)
 
 
 def clip_folder() -> Path:
@@ -182,6 +194,100 @@ def loader_rate(dataset: Dataset, workers: int, n_samples: int, r: int) -> float
     return rate
 
 
+def threads_run(dataset: Dataset, limited: bool, workers: int, n_samples: int, r: int) -> dict:
+    """One fork loader run to exhaustion: samples/s (after the first batch) and the workers'
+    CPU time and context switches per sample (whole run, worker start included)."""
+    sampler = torch.randint(
+        0, len(dataset), (n_samples + BATCH,), generator=torch.Generator().manual_seed(r)
+    )
+    cls = ThreadLimitedLoader if limited else DataLoader
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    loader = cls(
+        dataset,
+        batch_size=BATCH,
+        sampler=sampler.tolist(),
+        num_workers=workers,
+        multiprocessing_context="fork",
+    )
+    iterator = iter(loader)
+    next(iterator)
+    start = time.perf_counter()
+    count = sum(BATCH for _ in iterator)  # exhausted: the workers are joined
+    rate = count / (time.perf_counter() - start)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    del iterator, loader
+    total = n_samples + BATCH
+    return {
+        "samples_per_s": rate,
+        "sys_ms_per_sample": 1e3 * (after.ru_stime - before.ru_stime) / total,
+        "user_ms_per_sample": 1e3 * (after.ru_utime - before.ru_utime) / total,
+        "involuntary_ctx_per_sample": (after.ru_nivcsw - before.ru_nivcsw) / total,
+        "voluntary_ctx_per_sample": (after.ru_nvcsw - before.ru_nvcsw) / total,
+    }
+
+
+def thread_figures(dataset: Dataset, repeats: int, n_samples: int) -> dict:
+    """Default thread pools vs one thread per worker, A/B alternating, medians per setting."""
+    kinds = {"default_threads": False, "one_thread_per_worker": True}
+    runs = {(kind, w): [] for w in THREAD_WORKERS for kind in kinds}
+    for r in range(repeats):
+        for (kind, workers), out in runs.items():
+            out.append(threads_run(dataset, kinds[kind], workers, n_samples, r))
+    figures: dict = {kind: {} for kind in kinds}
+    for (kind, workers), out in runs.items():
+        figures[kind][str(workers)] = {
+            key: round(statistics.median(run[key] for run in out), 3) for key in out[0]
+        }
+    before, after = figures["default_threads"]["2"], figures["one_thread_per_worker"]["2"]
+    figures["sys_time_per_sample_before_over_after_at_2_workers"] = round(
+        before["sys_ms_per_sample"] / max(after["sys_ms_per_sample"], 1e-9), 2
+    )
+    return figures
+
+
+def print_threads(figures: dict) -> None:
+    print(
+        f"{'workers':<8}{'loader':<24}{'samples/s':>10}{'sys ms/s':>10}{'user ms/s':>10}"
+        f"{'invol cs/s':>11}{'vol cs/s':>10}"
+    )
+    for workers in THREAD_WORKERS:
+        for kind in ("default_threads", "one_thread_per_worker"):
+            f = figures[kind][str(workers)]
+            print(
+                f"{workers:<8}{kind:<24}{f['samples_per_s']:>10.1f}{f['sys_ms_per_sample']:>10.1f}"
+                f"{f['user_ms_per_sample']:>10.1f}{f['involuntary_ctx_per_sample']:>11.1f}"
+                f"{f['voluntary_ctx_per_sample']:>10.1f}"
+            )
+    ratio = figures["sys_time_per_sample_before_over_after_at_2_workers"]
+    print(f"system time per sample at 2 workers, default / one thread: {ratio}x -> {OUT_THREADS}")
+
+
+def main_threads(args: argparse.Namespace) -> None:
+    """Part 3 only; the parent's thread pools stay at their defaults, as in training."""
+    root = Path(tempfile.mkdtemp(prefix="bench_loader_threads_"))
+    try:
+        videos = write_loose(root / "loose", args.pairs_per_clip, SHORT_SIDE)
+        sh.write_shards(videos, root / "shards", layout="raw", val_fraction=0.0, target_mb=256)
+        dataset = md.ShardDataset(
+            [root / "shards" / "index.json"], view="cmp", crop_size=CROP, guidance=GUIDANCE, seed=0
+        )
+        figures = thread_figures(dataset, args.repeats, args.samples)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    result = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "parent_threads": {"torch": torch.get_num_threads(), "cv2": cv2.getNumThreads()},
+        "crop": CROP,
+        "batch": BATCH,
+        "samples_per_run": args.samples + BATCH,
+        "repeats": args.repeats,
+        **figures,
+    }
+    OUT_THREADS.parent.mkdir(parents=True, exist_ok=True)
+    OUT_THREADS.write_text(json.dumps(result, indent=1))
+    print_threads(figures)
+
+
 def expansion_ms_per_batch(dataset: Dataset, repeats: int) -> float:
     """CPU time of ``to_model_batch`` on one collated batch: the work moved to the device."""
     batch = next(iter(DataLoader(dataset, batch_size=BATCH, num_workers=0)))
@@ -246,7 +352,11 @@ def main() -> None:
     parser.add_argument("--pairs-per-clip", type=int, default=24)
     parser.add_argument("--samples", type=int, default=64, help="timed samples per loader run")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--part", choices=("all", "threads"), default="all")
     args = parser.parse_args()
+    if args.part == "threads":
+        main_threads(args)
+        return
     # One OpenCV thread, set before any worker forks (setting it inside a forked worker deadlocks).
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
