@@ -179,7 +179,9 @@ class _UpsampledCrossEntropy(torch.autograd.Function):
     two taps per row (``_interp_matrix``), so it and its transpose (the backward) are small GEMMs.
     Bins are kept last (contiguous softmax), the logits are max-shifted per stride-8 cell (the
     weights of a pixel sum to 1, so CE is unchanged and exp cannot overflow), and the full-size
-    logits are made chunk by chunk and made again in backward instead of being stored.
+    logits are made chunk by chunk (cache-sized, so CPU memory is reused, not page-faulted), and
+    only their exp is kept for backward: one full-size float32 tensor, where the old path kept
+    the upsampled logits and their log-softmax per axis.
     """
 
     @staticmethod
@@ -191,47 +193,48 @@ class _UpsampledCrossEntropy(torch.autograd.Function):
         # Along x once, on the small maps: (N, h, W·C), bins last.
         along_x = torch.matmul(cols, shifted.permute(0, 2, 3, 1).reshape(n * h, w, c))
         along_x = along_x.view(n, h, width * c)
-        # Per pixel: log Σ_c exp(u_c) and u[bin], chunk by chunk (one chunk of u alive at a time).
+        # Per pixel: log Σ_c exp(u_c) and u[bin], chunk by chunk; exp(u) is kept for backward.
         total = torch.empty(n, height, width, dtype=z.dtype, device=z.device)
         picked = torch.empty_like(total)
         chunks = _chunks(n, height, width * c, z.device)
+        exps = []
         for maps, out_rows in chunks:
             u = _upsampled_rows(along_x, rows, maps, out_rows, c)
             picked[maps, out_rows] = u.gather(3, bins[maps, out_rows].unsqueeze(3)).squeeze(3)
-            total[maps, out_rows] = u.exp_().sum(dim=3)
+            exps.append(u.exp_())
+            total[maps, out_rows] = exps[-1].sum(dim=3)
         # The per-cell shift leaves every bin far below 0 only where neighbouring cells peak on
         # different bins by more than exp's range; there, shift per pixel (one check, one sync).
         shift = torch.zeros_like(total)
-        low = total <= torch.finfo(z.dtype).tiny ** 0.5
-        ctx.shifted = bool(low.any())
-        if ctx.shifted:
-            for maps, out_rows in chunks:
-                if bool(low[maps, out_rows].any()):
+        underflow = total <= torch.finfo(z.dtype).tiny ** 0.5
+        if bool(underflow.any()):
+            for i, (maps, out_rows) in enumerate(chunks):
+                if bool(underflow[maps, out_rows].any()):
                     u = _upsampled_rows(along_x, rows, maps, out_rows, c)
                     shift[maps, out_rows] = u.amax(dim=3)
-                    total[maps, out_rows] = u.sub_(shift[maps, out_rows].unsqueeze(3)).exp_().sum(3)
+                    exps[i] = u.sub_(shift[maps, out_rows].unsqueeze(3)).exp_()
+                    total[maps, out_rows] = exps[i].sum(dim=3)
         loss = ((total.log() + shift - picked) * weight).sum()
-        ctx.save_for_backward(along_x, shift, total, bins, weight, rows, cols)
-        ctx.shape = (n, c, h, w)
+        ctx.save_for_backward(total, bins, weight, rows, cols)
+        # Chunks of exp(u), not inputs or outputs: kept on ctx (freed with the graph).
+        ctx.exps, ctx.chunks, ctx.shape = exps, chunks, (n, c, h, w)
         return loss
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         with torch.autocast(grad.device.type, enabled=False):
-            along_x, shift, total, bins, weight, rows, cols = ctx.saved_tensors
+            total, bins, weight, rows, cols = ctx.saved_tensors
             n, c, h, w = ctx.shape
             width = cols.shape[0]
             scale = weight * grad  # (N, H, W)
-            grad_x = torch.zeros_like(along_x)
-            for maps, out_rows in _chunks(n, rows.shape[0], width * c, along_x.device):
-                u = _upsampled_rows(along_x, rows, maps, out_rows, c)
-                if ctx.shifted:
-                    u.sub_(shift[maps, out_rows].unsqueeze(3))
-                # d CE / d u = softmax − one-hot, times the pixel's weight.
+            grad_x = torch.zeros(n, h, width * c, dtype=total.dtype, device=total.device)
+            for exp_u, (maps, out_rows) in zip(ctx.exps, ctx.chunks, strict=True):
+                # d CE / d u = softmax − one-hot, times the pixel's weight (exp_u left intact:
+                # a retained graph can be differentiated again).
                 part = scale[maps, out_rows]
-                u = u.exp_().mul_((part / total[maps, out_rows]).unsqueeze(3))
-                u.scatter_add_(3, bins[maps, out_rows].unsqueeze(3), -part.unsqueeze(3))
-                grad_x[maps] += torch.matmul(rows[out_rows].T, u.view(u.shape[0], -1, width * c))
+                g = exp_u * (part / total[maps, out_rows]).unsqueeze(3)
+                g.scatter_add_(3, bins[maps, out_rows].unsqueeze(3), -part.unsqueeze(3))
+                grad_x[maps] += torch.matmul(rows[out_rows].T, g.view(g.shape[0], -1, width * c))
             grad_z = torch.matmul(cols.T, grad_x.view(n * h, width, c))  # transpose of along x
             return grad_z.view(n, h, w, c).permute(0, 3, 1, 2), None, None
 
