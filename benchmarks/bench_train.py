@@ -20,14 +20,18 @@ medians of ``--windows`` windows after warm-up:
   Peak: ``--peak-tflops``, else on CUDA 989 (H200 dense bf16) and on CPU the rate of a
   1024² float32 GEMM measured here on the same threads (an achievable peak, not a datasheet one).
 
+``--compile`` adds a third variant: the fast loss with the model under ``torch.compile``
+(``nn.Module.compile``, as ``trainer.compile`` does), its warm-up time including compilation.
+
 Writes benchmarks/out/train.json.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_train.py [--windows 5] [--steps 2]
+    OMP_NUM_THREADS=1 python benchmarks/bench_train.py [--windows 5] [--steps 2] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import statistics
@@ -109,6 +113,7 @@ def measure(
     windows: int,
     steps: int,
     peak_flops: float,
+    compile_model: bool = False,
     warmup: int = 1,
 ) -> dict[str, object]:
     torch.manual_seed(0)
@@ -119,16 +124,26 @@ def measure(
         model = model.to(memory_format=torch.channels_last)
         image = image.contiguous(memory_format=torch.channels_last)
         sparse = sparse.contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     flops = model_flops(model, image, sparse, bf16)
+    # name -> (model, optimizer, loss); "fast+compile": a copy of the model, torch.compile'd.
+    variants = {name: (model, loss_fn) for name, loss_fn in LOSSES.items()}
+    if compile_model:
+        compiled = copy.deepcopy(model)
+        compiled.compile()
+        variants["fast+compile"] = (compiled, cmp_loss)
+    optimizers = {
+        name: torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        for name, (net, _) in variants.items()
+    }
 
-    def step(loss_fn: Callable[..., torch.Tensor]) -> list[tuple[float, float]]:
+    def step(name: str) -> list[tuple[float, float]]:
         """One step, the loss's forward + backward timed apart: (wall, cpu) of model forward,
         loss, model backward + update. The same work as ``loss_fn(model(...)).backward()``."""
+        (net, loss_fn), optimizer = variants[name], optimizers[name]
         clock = _Clock(device)
         clock.mark()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(image, sparse)
+            logits = net(image, sparse)
         clock.mark()
         detached = logits.detach().requires_grad_()
         loss_fn(detached, flow).backward()
@@ -139,15 +154,18 @@ def measure(
         clock.mark()
         return clock.spans()
 
-    for name in LOSSES:
+    first_step_s = {}
+    for name in variants:
+        start = time.perf_counter()
         for _ in range(warmup):
-            step(LOSSES[name])
-    spans: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in LOSSES}
-    for _ in range(windows):  # A/B alternating: load spikes hit both losses alike
-        for name, loss_fn in LOSSES.items():
-            spans[name] += [step(loss_fn) for _ in range(steps)]
+            step(name)
+        first_step_s[name] = time.perf_counter() - start  # includes compiling, if any
+    spans: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in variants}
+    for _ in range(windows):  # A/B alternating: load spikes hit every variant alike
+        for name in variants:
+            spans[name] += [step(name) for _ in range(steps)]
     per_loss = {}
-    for name in LOSSES:
+    for name in variants:
         wall = [sum(s[0] for s in parts) for parts in spans[name]]
         cpu = [sum(s[1] for s in parts) for parts in spans[name]]
         loss_wall = [parts[1][0] for parts in spans[name]]
@@ -166,6 +184,7 @@ def measure(
             "samples_per_cpu_s_median": batch_size / median(cpu),
             "mfu": flops / median(wall) / peak_flops,
             "mfu_cpu_time": flops / median(cpu) / peak_flops,
+            "warmup_s": first_step_s[name],
             "steps": [
                 [[round(1e3 * x, 2) for x in span] for span in parts] for parts in spans[name]
             ],
@@ -215,6 +234,9 @@ def main() -> None:
     parser.add_argument("--cpu-batch", type=int, default=8)
     parser.add_argument("--cpu-threads", type=int, default=1)
     parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument(
+        "--compile", action="store_true", help="also time the model under torch.compile"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.cpu_threads)
     cpu = torch.device("cpu")
@@ -223,7 +245,11 @@ def main() -> None:
     if torch.cuda.is_available():
         gpu = torch.device("cuda")
         peak = 1e12 * (args.peak_tflops or H200_BF16_DENSE_TFLOPS)
-        results.append(measure("resnet50", 320, 64, gpu, True, args.windows, args.steps * 5, peak))
+        results.append(
+            measure(
+                "resnet50", 320, 64, gpu, True, args.windows, args.steps * 5, peak, args.compile
+            )
+        )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"train": results}, indent=2) + "\n")
     _print(results)

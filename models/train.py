@@ -78,6 +78,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "strategy": "auto",
         "precision": "auto",
         "channels_last": "auto",
+        "compile": False,
         "log_every_n_steps": 50,
         "val_check_interval": 1000,
         "limit_val_batches": 1.0,
@@ -199,10 +200,18 @@ def build_datamodule(
 
 
 def build_module(config: Mapping[str, Any]) -> PretrainMethod:
-    """The method's LightningModule for a resolved config."""
-    return get_method(config["method"]).module(
+    """The method's LightningModule for a resolved config.
+
+    ``trainer.compile``: the method's network (``module.model``, else the whole module's
+    forward) is compiled in place with ``torch.compile`` (``nn.Module.compile``: parameter names,
+    checkpoints and the exported backbone stay as they are); the loss runs eagerly.
+    """
+    module = get_method(config["method"]).module(
         **config["model"], **config["optim"], channels_last=bool(config["trainer"]["channels_last"])
     )
+    if config["trainer"].get("compile", False):
+        getattr(module, "model", module).compile()
+    return module
 
 
 def build_trainer(config: Mapping[str, Any], output_dir: Path) -> pl.Trainer:
