@@ -19,7 +19,8 @@ shorter side is 416, forward flow by OpenCV DIS (fast preset), written as the fl
    ``models.workers.ThreadLimitedLoader`` (one thread each), fork, 1, 2 and 4 workers, A/B
    alternating: samples/s and, per sample, the workers' system and user CPU time and context
    switches (``resource.getrusage(RUSAGE_CHILDREN)`` around each run: a run ends with its workers
-   joined). This part keeps the parent's thread settings at their defaults.
+   joined). This part keeps the parent's thread settings at their defaults; ``--pools N`` gives
+   the default loader's workers the OpenCV / BLAS pools of an N-core machine (emulation).
 
 Medians of ``--repeats`` runs. JSON to benchmarks/out/loader.json (loader_threads.json for part 3).
 Usage: python benchmarks/bench_loader.py [--pairs-per-clip 24] [--repeats 3] [--part all|threads]
@@ -42,6 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Dataset
 
 from models import data as md
@@ -194,9 +196,12 @@ def loader_rate(dataset: Dataset, workers: int, n_samples: int, r: int) -> float
     return rate
 
 
-def threads_run(dataset: Dataset, limited: bool, workers: int, n_samples: int, r: int) -> dict:
+def threads_run(
+    dataset: Dataset, limited: bool, workers: int, n_samples: int, r: int, pools: int | None
+) -> dict:
     """One fork loader run to exhaustion: samples/s (after the first batch) and the workers'
-    CPU time and context switches per sample (whole run, worker start included)."""
+    CPU time and context switches per sample (whole run, worker start included). ``pools``: the
+    parent's OpenCV and BLAS pool size while the workers fork (None: leave the defaults)."""
     sampler = torch.randint(
         0, len(dataset), (n_samples + BATCH,), generator=torch.Generator().manual_seed(r)
     )
@@ -209,7 +214,12 @@ def threads_run(dataset: Dataset, limited: bool, workers: int, n_samples: int, r
         num_workers=workers,
         multiprocessing_context="fork",
     )
-    iterator = iter(loader)
+    saved = cv2.getNumThreads()
+    if pools is not None:  # what a forked worker inherits on a machine with ``pools`` cores
+        cv2.setNumThreads(pools)
+    with threadpool_limits(limits=pools, user_api="blas"):
+        iterator = iter(loader)
+    cv2.setNumThreads(saved)
     next(iterator)
     start = time.perf_counter()
     count = sum(BATCH for _ in iterator)  # exhausted: the workers are joined
@@ -226,13 +236,13 @@ def threads_run(dataset: Dataset, limited: bool, workers: int, n_samples: int, r
     }
 
 
-def thread_figures(dataset: Dataset, repeats: int, n_samples: int) -> dict:
+def thread_figures(dataset: Dataset, repeats: int, n_samples: int, pools: int | None) -> dict:
     """Default thread pools vs one thread per worker, A/B alternating, medians per setting."""
     kinds = {"default_threads": False, "one_thread_per_worker": True}
     runs = {(kind, w): [] for w in THREAD_WORKERS for kind in kinds}
     for r in range(repeats):
         for (kind, workers), out in runs.items():
-            out.append(threads_run(dataset, kinds[kind], workers, n_samples, r))
+            out.append(threads_run(dataset, kinds[kind], workers, n_samples, r, pools))
     figures: dict = {kind: {} for kind in kinds}
     for (kind, workers), out in runs.items():
         figures[kind][str(workers)] = {
@@ -271,12 +281,13 @@ def main_threads(args: argparse.Namespace) -> None:
         dataset = md.ShardDataset(
             [root / "shards" / "index.json"], view="cmp", crop_size=CROP, guidance=GUIDANCE, seed=0
         )
-        figures = thread_figures(dataset, args.repeats, args.samples)
+        figures = thread_figures(dataset, args.repeats, args.samples, args.pools)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "parent_threads": {"torch": torch.get_num_threads(), "cv2": cv2.getNumThreads()},
+        "default_pools_forced_to": args.pools,
         "crop": CROP,
         "batch": BATCH,
         "samples_per_run": args.samples + BATCH,
@@ -353,6 +364,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64, help="timed samples per loader run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--part", choices=("all", "threads"), default="all")
+    parser.add_argument(
+        "--pools",
+        type=int,
+        default=None,
+        help="part 3: the default-threads loader's OpenCV/BLAS pools as on a machine with this "
+        "many cores (e.g. 16, the issue's machine); default: this machine's defaults",
+    )
     args = parser.parse_args()
     if args.part == "threads":
         main_threads(args)
