@@ -227,14 +227,20 @@ class _UpsampledCrossEntropy(torch.autograd.Function):
             n, c, h, w = ctx.shape
             width = cols.shape[0]
             scale = weight * grad  # (N, H, W)
-            grad_x = torch.zeros(n, h, width * c, dtype=total.dtype, device=total.device)
+            grad_x = torch.empty(n, h, width * c, dtype=total.dtype, device=total.device)
             for exp_u, (maps, out_rows) in zip(ctx.exps, ctx.chunks, strict=True):
                 # d CE / d u = softmax − one-hot, times the pixel's weight (exp_u left intact:
                 # a retained graph can be differentiated again).
                 part = scale[maps, out_rows]
                 g = exp_u * (part / total[maps, out_rows]).unsqueeze(3)
                 g.scatter_add_(3, bins[maps, out_rows].unsqueeze(3), -part.unsqueeze(3))
-                grad_x[maps] += torch.matmul(rows[out_rows].T, g.view(g.shape[0], -1, width * c))
+                # grad_x[maps] (+)= rowsᵀ · g, accumulated in place (the first row chunk of a map
+                # overwrites: beta = 0 ignores the uninitialised memory).
+                grad_x[maps].baddbmm_(
+                    rows[out_rows].T.expand(g.shape[0], -1, -1),
+                    g.view(g.shape[0], -1, width * c),
+                    beta=0.0 if out_rows.start == 0 else 1.0,
+                )
             grad_z = torch.matmul(cols.T, grad_x.view(n * h, width, c))  # transpose of along x
             return grad_z.view(n, h, w, c).permute(0, 3, 1, 2), None, None
 
