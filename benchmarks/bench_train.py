@@ -18,7 +18,8 @@ medians of ``--windows`` windows after warm-up:
   ``torch.utils.flop_counter.FlopCounterMode`` over forward + backward of the model; the loss's are
   left out (the reference path has none the counter sees, the fast one's GEMMs are resampling).
   Peak: ``--peak-tflops``, else on CUDA 989 (H200 dense bf16) and on CPU the rate of a
-  1024² float32 GEMM measured here on the same threads (an achievable peak, not a datasheet one).
+  1024² float32 GEMM measured here on the same threads in process CPU time (an achievable peak,
+  not a datasheet one; the CPU MFU printed uses the step's CPU time too).
 
 ``--compile`` adds a third variant: the fast loss with the model under ``torch.compile``
 (``nn.Module.compile``, as ``trainer.compile`` does), its warm-up time including compilation.
@@ -62,16 +63,18 @@ def _sync(device: torch.device) -> None:
 
 
 def gemm_peak_flops(device: torch.device, n: int = 1024, repeats: int = 5) -> float:
-    """FLOP/s of an n² float32 GEMM (bf16 on CUDA) on this device and thread count, best of runs."""
+    """FLOP/s of an n² float32 GEMM (bf16 on CUDA), best of runs; on CPU per second of process
+    CPU time (like the step's CPU time: both undisturbed by other processes' load)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     best = 0.0
     for _ in range(repeats):
         _sync(device)
-        start = time.perf_counter()
+        start = clock()
         a @ b
         _sync(device)
-        best = max(best, 2 * n**3 / (time.perf_counter() - start))
+        best = max(best, 2 * n**3 / max(clock() - start, 1e-9))
     return best
 
 
@@ -222,9 +225,10 @@ def _print(results: list[dict]) -> None:
                 f"{fig['samples_per_s_median']:>10.2f}{fig['step_ms_median']:>9.0f}"
                 f"{fig['step_cpu_ms_median']:>8.0f}{fig['loss_cpu_ms_median']:>9.0f}"
                 f"{fig['loss_share_cpu_median']:>10.1%}{fig['loss_share_wall_median']:>11.1%}"
-                f"{fig['mfu']:>7.1%}"
+                f"{fig['mfu' if device == 'cuda' else 'mfu_cpu_time']:>7.1%}"
             )
-    print("(medians over steps; share = loss fwd+bwd over the whole step, within each step)")
+    print("(medians over steps; share = loss fwd+bwd over the whole step, within each step;")
+    print(" MFU: wall time on CUDA, process CPU time against a CPU-time GEMM peak on CPU)")
 
 
 def main() -> None:
