@@ -245,7 +245,19 @@ def main() -> None:
     torch.set_num_threads(args.cpu_threads)
     cpu = torch.device("cpu")
     peak = 1e12 * args.peak_tflops if args.peak_tflops else gemm_peak_flops(cpu)
-    results = [measure("resnet18", 128, args.cpu_batch, cpu, False, args.windows, args.steps, peak)]
+    results = [
+        measure(
+            "resnet18",
+            128,
+            args.cpu_batch,
+            cpu,
+            False,
+            args.windows,
+            args.steps,
+            peak,
+            args.compile,
+        )
+    ]
     if torch.cuda.is_available():
         gpu = torch.device("cuda")
         peak = 1e12 * (args.peak_tflops or H200_BF16_DENSE_TFLOPS)
