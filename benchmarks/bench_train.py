@@ -214,14 +214,14 @@ def measure(
 
 def _print(results: list[dict]) -> None:
     print(
-        f"{'backbone':<9}{'crop':>5}{'batch':>6}{'device':>8}{'loss':>10}{'samples/s':>10}"
+        f"{'backbone':<9}{'crop':>5}{'batch':>6}{'device':>8}{'loss':>14}{'samples/s':>10}"
         f"{'step ms':>9}{'cpu ms':>8}{'loss cpu':>9}{'share cpu':>10}{'share wall':>11}{'MFU':>7}"
     )
     for r in results:
         device = "cpu" if r["device"] == "cpu" else "cuda"
         for name, fig in r["losses"].items():
             print(
-                f"{r['backbone']:<9}{r['crop']:>5}{r['batch_size']:>6}{device:>8}{name:>10}"
+                f"{r['backbone']:<9}{r['crop']:>5}{r['batch_size']:>6}{device:>8}{name:>14}"
                 f"{fig['samples_per_s_median']:>10.2f}{fig['step_ms_median']:>9.0f}"
                 f"{fig['step_cpu_ms_median']:>8.0f}{fig['loss_cpu_ms_median']:>9.0f}"
                 f"{fig['loss_share_cpu_median']:>10.1%}{fig['loss_share_wall_median']:>11.1%}"
