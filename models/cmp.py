@@ -278,8 +278,9 @@ def cmp_loss(
     The value and gradient are those of ``F.cross_entropy(F.interpolate(logits), bins)``, but the
     upsampling is two small GEMMs with the bins last (its backward is two GEMMs too, not the
     scatter of the interpolation kernel), the softmax runs over contiguous bins, the max-shift is
-    taken on the stride-8 logits, and only exp(logits) at full size is kept for backward
-    (docs/BENCHMARKS.md, "Training step speed"). Computed in float32 even under bf16 autocast.
+    taken on the stride-8 logits, and the full-size logits are made in cache-sized chunks whose
+    exp is kept for backward (docs/BENCHMARKS.md, "Training step and loader speed"). Computed in
+    float32 even under bf16 autocast.
     """
     if target_flow.ndim != 4 or target_flow.shape[1] != 2:
         raise ValueError(f"target_flow must be (B, 2, H, W), got {tuple(target_flow.shape)}")
