@@ -102,3 +102,11 @@ def test_s3_loss_combines_and_validates() -> None:
         s3_loss(seg, flow, losses=["magic"])
     with pytest.raises(ValueError, match="need segments"):
         s3_loss(seg[0], flow)
+
+
+def test_low_entropy_gradient_is_finite_with_empty_bins() -> None:
+    logits = torch.randn(1, 3, 6, 6, requires_grad=True)
+    flow = torch.zeros(1, 2, 6, 6)
+    flow[:, 0, :, :3] = 4.0  # two magnitudes only: most bins stay empty
+    low_entropy_loss(logits.softmax(1), flow, num_bins=8, max_magnitude=8.0).backward()
+    assert torch.isfinite(logits.grad).all()

@@ -139,7 +139,8 @@ def histogram_entropy(histogram: torch.Tensor) -> torch.Tensor:
     = 0, and an empty histogram has entropy 0."""
     total = histogram.sum(-1, keepdim=True)
     prob = histogram / total.clamp(min=1e-12)
-    return -torch.special.xlogy(prob, prob).sum(-1)
+    # clamp inside the log, not xlogy: xlogy's gradient at an empty bin is log 0 = -inf
+    return -(prob * prob.clamp(min=1e-30).log()).sum(-1)
 
 
 def low_entropy_loss(
