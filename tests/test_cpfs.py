@@ -146,3 +146,14 @@ def test_hypercolumn_rejects_unknown_taps() -> None:
     trunk, _ = alexnet_fcn(fc_channels=8)
     with pytest.raises(ValueError, match="unknown taps"):
         HypercolumnEmbedder(trunk, ["conv9"])
+
+
+def test_embedding_margin_hand_cases() -> None:
+    from models.methods.grouping_eval import embedding_margin
+
+    layers = torch.tensor([[0, 0, 1, 1]])
+    apart = torch.tensor([[[1.0, 1.0, -1.0, -1.0]], [[0.0, 0.0, 0.0, 0.0]]])  # (D=2, 1, 4)
+    assert embedding_margin(apart, layers).item() == pytest.approx(2.0)  # 1 - (-1)
+    same = torch.ones(2, 1, 4)
+    assert embedding_margin(same, layers).item() == pytest.approx(0.0, abs=1e-6)
+    assert math.isnan(embedding_margin(same, torch.zeros(1, 4, dtype=torch.long)).item())

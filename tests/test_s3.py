@@ -110,3 +110,15 @@ def test_low_entropy_gradient_is_finite_with_empty_bins() -> None:
     flow[:, 0, :, :3] = 4.0  # two magnitudes only: most bins stay empty
     low_entropy_loss(logits.softmax(1), flow, num_bins=8, max_magnitude=8.0).backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_best_match_iou_hand_cases() -> None:
+    from models.methods.grouping_eval import best_match_iou
+
+    layers = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1]])
+    assert best_match_iou(layers + 5, layers).item() == pytest.approx(1.0)
+    one = torch.zeros_like(layers)  # one segment covers both layers: IoU 0.5 each
+    assert best_match_iou(one, layers).item() == pytest.approx(0.5)
+    # layer 1 split in two halves: best half has IoU 0.5; layer 0 matched exactly
+    split = torch.tensor([[0, 0, 1, 2], [0, 0, 1, 2]])
+    assert best_match_iou(split, layers).item() == pytest.approx(0.75)
