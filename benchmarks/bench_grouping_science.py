@@ -101,9 +101,13 @@ def main() -> None:
     trainer.fit(module, datamodule=dm)
     after = score(module, args.method, dm)
     result = {
-        "settings": {**vars(args), "out": str(args.out), "steps": trainer.global_step,
-                     "train_seconds": time.perf_counter() - start,
-                     "threads": torch.get_num_threads()},
+        "settings": {
+            **vars(args),
+            "out": str(args.out),
+            "steps": trainer.global_step,
+            "train_seconds": time.perf_counter() - start,
+            "threads": torch.get_num_threads(),
+        },
         "random_init": before,
         "trained": after,
     }

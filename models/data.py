@@ -15,6 +15,8 @@ contract of the method (``models/methods/<name>.py``; ``to_model_batch``):
   guidance points sampled *online* on the augmented flow (CMP Sec. 3.2, ``pipeline.guidance``),
   ``valid`` (1,H,W) bool;
 * ``cpfs``: ``image`` + ``flow`` log-normalised (Mahendran et al. 2018, eq. 6, M = 56) + ``valid``;
+* ``s3``: ``image`` + ``flow`` (2,H,W) px, raw (S3's affine fits need an affine field to stay
+  affine; Mahendran et al., ECCV-W 2018) + ``valid``;
 * ``motion_masks``: ``image`` + ``trimap`` (H,W) long, 255 = ignore (Pathak et al. 2017); only
   frames that kept a mask are used.
 
@@ -41,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from models.workers import ThreadLimitedLoader
 from pipeline.shards import ShardReader, read_index
 
-VIEWS = ("cmp", "cpfs", "motion_masks")
+VIEWS = ("cmp", "cpfs", "motion_masks", "s3")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORE_INDEX = 255
@@ -57,6 +59,7 @@ _VIEW_FIELDS = {
     "cmp": ("image", "flow"),
     "cpfs": ("image", "flow"),
     "motion_masks": ("image", "trimap"),
+    "s3": ("image", "flow"),
 }
 
 
@@ -243,6 +246,9 @@ def make_view(
         out["flow"] = torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1)))
         out["points"] = torch.from_numpy(points)
         return {k: out[k] for k in ("image", "flow", "points", "valid")}
+    if view == "s3":
+        out["flow"] = torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1)))
+        return {k: out[k] for k in ("image", "flow", "valid")}
     from pipeline.flowio import log_normalise_flow
 
     normalised = log_normalise_flow(flow, M=flow_bound)

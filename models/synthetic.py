@@ -9,7 +9,8 @@ shards (the batch contract of ``models/methods/<name>.py``):
 * ``motion_masks``: ``image`` and ``trimap`` (1 = the square, 0 = background, 255 = an ignore
   band of ``band`` px around the square's border, as uNLC's trimaps leave undecided pixels);
 * ``cpfs``: ``image``, ``flow`` log-normalised (Mahendran et al. 2018, eq. 6, M = ``flow_bound``)
-  and ``valid``.
+  and ``valid``;
+* ``s3``: ``image``, ``flow`` (px, raw) and ``valid``.
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def synthetic_sample(
         out["sparse"] = torch.from_numpy(_guidance(flow, centre, grid_stride))
     elif view == "motion_masks":
         out["trimap"] = torch.from_numpy(_trimap(size, top, left, side, band))
+    elif view == "s3":
+        out["flow"] = torch.from_numpy(flow)
+        out["valid"] = torch.ones((1, size, size), dtype=torch.bool)
     else:
         normalised = log_normalise_flow(flow.transpose(1, 2, 0), M=flow_bound)
         out["flow"] = torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))

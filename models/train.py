@@ -36,7 +36,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import yaml
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from models.backbones import export_trunk_state_dict
@@ -86,6 +86,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "checkpoint_every_n_steps": 1000,
         "gradient_clip_val": None,
         "enable_progress_bar": False,
+        "early_stopping_patience": None,
     },
     "data": {"factory": "models.data.ShardDataModule", "kwargs": {}},
     "figures": {"enabled": True, "num_samples": 4},
@@ -229,6 +230,7 @@ def build_trainer(config: Mapping[str, Any], output_dir: Path) -> pl.Trainer:
         enable_version_counter=False,
         every_n_train_steps=int(t["checkpoint_every_n_steps"]),
     )
+    callbacks: list[Any] = [checkpoint, *early_stopping_callbacks(t, output_dir)]
     loggers: list[Any] = [CSVLogger(save_dir=str(output_dir), name="logs")]
     if importlib.util.find_spec("tensorboard") is not None:
         from pytorch_lightning.loggers import TensorBoardLogger
@@ -245,7 +247,7 @@ def build_trainer(config: Mapping[str, Any], output_dir: Path) -> pl.Trainer:
         max_epochs=-1,
         deterministic=bool(config["deterministic"]),
         logger=loggers,
-        callbacks=[checkpoint],
+        callbacks=callbacks,
         log_every_n_steps=int(t["log_every_n_steps"]),
         val_check_interval=t["val_check_interval"],
         # Validation every val_check_interval *global* steps, across epoch boundaries.
@@ -255,6 +257,38 @@ def build_trainer(config: Mapping[str, Any], output_dir: Path) -> pl.Trainer:
         gradient_clip_val=t["gradient_clip_val"],
         enable_progress_bar=bool(t["enable_progress_bar"]),
     )
+
+
+def early_stopping_callbacks(trainer_config: Mapping[str, Any], output_dir: Path) -> list[Any]:
+    """With ``early_stopping_patience`` (validation checks without a lower ``val/loss``), stop
+    early and keep ``checkpoints/best.ckpt`` (lowest ``val/loss``) for the backbone export; the
+    CPFS paper stops early because AlexNet overfits (Mahendran et al. 2018, Sec. 4.2)."""
+    patience = trainer_config["early_stopping_patience"]
+    if patience is None:
+        return []
+    best = ModelCheckpoint(
+        dirpath=output_dir / "checkpoints",
+        filename="best",
+        monitor="val/loss",
+        mode="min",
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    stop = EarlyStopping(
+        monitor="val/loss", mode="min", patience=int(patience), check_on_train_epoch_end=False
+    )
+    return [best, stop]
+
+
+def restore_best(module: PretrainMethod, output_dir: Path) -> bool:
+    """Load ``checkpoints/best.ckpt``'s weights into ``module`` (True when there is one)."""
+    best = output_dir / "checkpoints" / "best.ckpt"
+    if not best.exists():
+        return False
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    log.info("exporting the lowest-val/loss weights of %s", best)
+    return True
 
 
 def write_backbone(module: PretrainMethod, path: Path) -> Path:
@@ -300,6 +334,8 @@ def fit(config: Mapping[str, Any]) -> Path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
+        if config["trainer"]["early_stopping_patience"] is not None:
+            restore_best(module, output_dir)
         write_backbone(module, output_dir / "backbone.pth")
         if config["figures"]["enabled"]:
             write_figures(config, module, datamodule, output_dir)

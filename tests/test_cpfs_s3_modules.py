@@ -6,8 +6,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from models.methods.cpfs_module import CPFSModule, gather_pixels
-from models.methods.s3_module import S3Module
+from models.methods.cpfs import CPFSModule, gather_pixels
+from models.methods.s3 import S3Module
 from models.methods.synthetic_layers import SyntheticLayersDataModule
 
 
@@ -74,3 +74,43 @@ def test_modules_reject_bad_settings() -> None:
         S3Module(backbone="alexnet", backbone_kwargs={"fc_channels": 8}, losses=["l2"])
     with pytest.raises(ValueError, match="num_segments"):
         S3Module(backbone="alexnet", backbone_kwargs={"fc_channels": 8}, num_segments=1)
+
+
+@pytest.mark.parametrize("method", ["cpfs", "s3"])
+def test_entry_point_trains_resumes_stops_early_and_exports(method: str, tmp_path, caplog) -> None:
+    import logging
+
+    import torchvision
+
+    from models.train import fit, load_run_config
+
+    out = tmp_path / method
+    tiny = [
+        f"method={method}",
+        f"output_dir={out}",
+        "data.factory=models.synthetic.SyntheticDataModule",
+        "data.kwargs={num_train: 8, num_val: 4, size: 32, batch_size: 4}",
+        "model.backbone=resnet18",
+        "trainer.log_every_n_steps=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.val_check_interval=2",
+        "trainer.checkpoint_every_n_steps=2",
+        "trainer.early_stopping_patience=50",
+        "figures.num_samples=2",
+    ]
+    if method == "cpfs":
+        tiny += ["model.num_pixels=64", "model.hidden=16"]
+    fit(load_run_config(None, [*tiny, "trainer.max_steps=2"]))
+    with caplog.at_level(logging.INFO):
+        fit(load_run_config(None, [*tiny, "trainer.max_steps=4"]))
+    assert "training starts at global step 2" in caplog.text
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    # the export is the lowest-val/loss checkpoint's trunk (early stopping keeps the best)
+    best = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    state = torch.load(out / "backbone.pth", weights_only=True)
+    result = torchvision.models.resnet18().load_state_dict(state, strict=False)
+    assert sorted(result.missing_keys) == ["fc.bias", "fc.weight"] and not result.unexpected_keys
+    for key, value in state.items():
+        assert torch.equal(best[f"model.backbone.{key}"], value), key
+    for name in ("loss_curves.png", "val_predictions.png"):
+        assert (out / "figures" / name).stat().st_size > 1000

@@ -13,6 +13,9 @@ from typing import NamedTuple
 
 from models.methods.base import PretrainMethod
 from models.methods.cmp import CMPModule, write_cmp_panels
+from models.methods.cpfs import CPFSModule
+from models.methods.grouping_figures import write_cpfs_panels, write_s3_panels
+from models.methods.s3 import S3Module
 
 __all__ = ["METHODS", "Method", "PretrainMethod", "get_method"]
 
@@ -25,6 +28,8 @@ class Method(NamedTuple):
 
 METHODS: dict[str, Method] = {
     "cmp": Method(CMPModule, "cmp", write_cmp_panels),
+    "cpfs": Method(CPFSModule, "cpfs", write_cpfs_panels),
+    "s3": Method(S3Module, "s3", write_s3_panels),
 }
 
 

@@ -1,6 +1,6 @@
-"""Cross Pixel Optical-Flow Similarity (CPFS) losses: Mahendran, Thewlis & Vedaldi, ACCV 2018, Sec. 3.
+"""Cross Pixel Optical-Flow Similarity (CPFS): Mahendran, Thewlis & Vedaldi, ACCV 2018, Sec. 3-4.
 
-Pure tensor maths, no Lightning: the two kernels of eq. (2), the column-softmax with the
+The maths (pure tensor functions): the two kernels of eq. (2), the column-softmax with the
 diagonal handling of eqs. (4)-(5), the cross-entropy loss of eq. (3), its reverse ("CPFS-CE-rev",
 Table 1) and kernel target alignment (KTA, Cristianini & Shawe-Taylor, Sec. 3 "Cross Pixel
 Optical-Flow Similarity Loss function"), plus uniform pixel sampling (Sec. 4.3: P = 512 pixels
@@ -17,13 +17,33 @@ by 0 for the flow kernel (``exp(0) = 1`` in eq. (4); the true diagonal ``K_f(q, 
 In both cases the diagonal logit is the kernel's maximum minus one. Eq. (3) sums over columns
 ``q``; ``cpfs_loss`` averages over columns and images instead (a constant factor P·B, so the
 optimum and Adam's steps are unchanged, and the value does not grow with P).
+
+The method (:class:`CPFSModule`): a hypercolumn embedder (``models.hypercolumn``) over a trunk
+maps P uniformly sampled valid pixels per image to unit D-dimensional embeddings; σ is learned
+(as log σ²). Adam, lr 1e-4, β = (0.9, 0.999), ε = 1e-8, no weight decay (Sec. 4.3). The paper
+stops early on the validation loss because AlexNet overfits (``trainer.early_stopping_patience``
+of the run config). Validation draws the same pixels every time (seeded), so ``val/loss`` moves
+with the model, not with the sampling. Batch contract: the ``cpfs`` view of ``models.data``
+(``image`` ImageNet-normalised, ``flow`` log-normalised with eq. (6), M = 56, ``valid``).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
 import torch
+from torch import nn
+
+from models.backbones import build_backbone
+from models.hypercolumn import DEFAULT_TAPS, HypercolumnEmbedder
+from models.methods.base import PretrainMethod
 
 __all__ = [
+    "ADAM_DEFAULTS",
+    "AdamMethod",
+    "CPFSModule",
     "CPFS_LOSSES",
     "EMBEDDING_DIAGONAL",
     "FLOW_DIAGONAL",
@@ -32,6 +52,7 @@ __all__ = [
     "cross_entropy_columns",
     "embedding_kernel",
     "flow_kernel",
+    "gather_pixels",
     "kernel_target_alignment",
     "sample_pixels",
 ]
@@ -141,3 +162,128 @@ def sample_pixels(
         for w, c in zip(weights, counts, strict=True)
     ]
     return torch.stack(rows)
+
+
+def gather_pixels(field: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Values of ``field`` (B, C, H, W) at flat pixel indices (B, P) -> (B, P, C)."""
+    flat = field.flatten(2)
+    return flat.gather(2, index[:, None, :].expand(-1, flat.shape[1], -1)).transpose(1, 2)
+
+
+ADAM_DEFAULTS: dict[str, Any] = {
+    "lr": 1.0e-4,
+    "betas": [0.9, 0.999],
+    "eps": 1.0e-8,
+    "weight_decay": 0.0,
+}
+"""Adam as CPFS trains (Sec. 4.3: lr 1e-4, β = (0.9, 0.999), ε = 1e-8, no weight decay)."""
+
+
+class AdamMethod(PretrainMethod):
+    """A :class:`PretrainMethod` trained with Adam (``lr``, ``betas``, ``eps``, ``weight_decay``
+    from the hparams) at a constant learning rate, instead of the base's SGD + steps."""
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        return torch.optim.Adam(
+            self.parameters(),
+            lr=hp.lr,
+            betas=tuple(hp.betas),
+            eps=hp.eps,
+            weight_decay=hp.weight_decay,
+        )
+
+
+class CPFSModule(AdamMethod):
+    """Cross pixel flow similarity: batches of the ``cpfs`` view -> loss; σ learned."""
+
+    BATCH_KEYS: ClassVar[tuple[str, ...]] = ("image", "flow")
+    DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "model": {
+            "backbone": "alexnet",
+            "backbone_kwargs": {},
+            "taps": None,
+            "embed_dim": 16,
+            "hidden": 512,
+            "num_pixels": 512,
+            "loss": "ce",
+            "init_sigma2": 0.01,
+        },
+        "optim": dict(ADAM_DEFAULTS),
+        "figures": {},
+    }
+    CURVE: ClassVar[dict[str, str]] = {
+        "metric": "val/sigma2",
+        "metric_label": "learned σ² of K_f",
+        "loss_label": "CPFS loss",
+        "title": "CPFS pretraining",
+    }
+
+    def __init__(
+        self,
+        backbone: str = "alexnet",
+        backbone_kwargs: dict | None = None,
+        taps: Sequence[str] | None = None,
+        embed_dim: int = 16,
+        hidden: int = 512,
+        num_pixels: int = 512,
+        loss: str = "ce",
+        init_sigma2: float = 0.01,
+        lr: float = 1.0e-4,
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1.0e-8,
+        weight_decay: float = 0.0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if loss not in CPFS_LOSSES:
+            raise ValueError(f"loss must be one of {CPFS_LOSSES}, got {loss!r}")
+        if num_pixels < 2:
+            raise ValueError(f"num_pixels must be >= 2, got {num_pixels}")
+        if not init_sigma2 > 0:
+            raise ValueError(f"init_sigma2 must be > 0, got {init_sigma2}")
+        if not taps and backbone not in DEFAULT_TAPS:
+            raise ValueError(f"no default taps for backbone {backbone!r}; set model.taps")
+        self.save_hyperparameters()
+        trunk, _ = build_backbone(backbone, **dict(backbone_kwargs or {}))
+        self.model = HypercolumnEmbedder(
+            trunk, list(taps or DEFAULT_TAPS[backbone]), embed_dim=embed_dim, hidden=hidden
+        )
+        self.log_sigma2 = nn.Parameter(torch.tensor(math.log(init_sigma2)))
+        self.use_channels_last(channels_last)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.model.backbone
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return (0.5 * self.log_sigma2).exp()
+
+    def forward(self, image: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self.model(self.to_memory_format(image), index)
+
+    def compute_loss(
+        self, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image, flow = batch["image"], batch["flow"]
+        valid = batch.get("valid")
+        if valid is None:
+            valid = torch.ones_like(flow[:, :1], dtype=torch.bool)
+        # Validation draws the same pixels every time; training draws fresh ones.
+        generator = None if self.training else torch.Generator().manual_seed(0)
+        index = sample_pixels(valid.flatten(1).cpu(), self.hparams.num_pixels, generator)
+        index = index.to(image.device)
+        embeddings = self(image, index).float()
+        targets = gather_pixels(flow.float(), index)
+        loss = cpfs_loss(embeddings, targets, self.sigma.float(), loss=self.hparams.loss)
+        return loss, {"targets": targets}
+
+    def validation_metrics(
+        self, batch: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """σ², and the loss of a constant embedding (all pixels alike) as the trivial baseline."""
+        targets = outputs["targets"]
+        constant = torch.ones(*targets.shape[:2], self.hparams.embed_dim, device=targets.device)
+        baseline = cpfs_loss(constant, targets, self.sigma.float(), loss=self.hparams.loss)
+        return {"sigma2": self.log_sigma2.exp().detach(), "constant_embedding": baseline}

@@ -1,7 +1,7 @@
-"""S3-CNN grouping losses: Mahendran, Thewlis & Vedaldi, "Self-supervised Segmentation by Grouping
-Optical-Flow", ECCV 2018 workshops, Sec. 3.
+"""S3-CNN: Mahendran, Thewlis & Vedaldi, "Self-supervised Segmentation by Grouping Optical-Flow",
+ECCV 2018 workshops, Sec. 3-4.
 
-Pure tensor maths, no Lightning. A network predicts L soft segments ``m`` (B, L, H, W), softmax
+The maths (pure tensor functions) first, then the method (:class:`S3Module`). A network predicts L soft segments ``m`` (B, L, H, W), softmax
 over L; the flow ``f`` (B, 2, H, W) is only seen by the loss. Eq. (2) replaces each segment's
 marginal likelihood by its maximum over a simple parametric model θ_l; the paper makes it concrete
 in two ways, both here:
@@ -20,14 +20,31 @@ in two ways, both here:
 
 Pixel coordinates are normalised to [-1, 1] so the normal equations are well conditioned; λ (a
 ridge of 1e-6 relative to the segment's weight) keeps the solve defined for an empty segment.
+
+The network (:class:`SegmentNet`): a trunk (``models.backbones``, stride 8), a 1×1 convolution to
+L scores, bilinear upsampling to the image and a softmax over L. The paper uses an FCN-8s on
+VGG-16; the trunk + 1×1 head is this project's stand-in, on the trunks the other methods share so
+that their backbones compare. The paper gives no optimiser settings; CPFS's Adam ones are used.
+Batch contract: the ``s3`` view of ``models.data`` (``image`` ImageNet-normalised, ``flow`` in px,
+raw, so an affine field stays affine; ``valid``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
 import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.backbones import build_backbone
+from models.methods.cpfs import ADAM_DEFAULTS, AdamMethod
 
 __all__ = [
+    "S3Module",
     "S3_LOSSES",
+    "SegmentNet",
     "affine_fit",
     "affine_motion_loss",
     "coordinate_design",
@@ -188,3 +205,110 @@ def s3_loss(
         )
     out["total"] = sum(weights[name] * out[name] for name in chosen)
     return out
+
+
+class SegmentNet(nn.Module):
+    """trunk + 1×1 conv: image (B, 3, H, W) -> soft segments (B, L, H, W), softmax over L."""
+
+    def __init__(self, backbone: str, num_segments: int, backbone_kwargs: dict | None = None):
+        super().__init__()
+        if num_segments < 2:
+            raise ValueError(f"num_segments must be >= 2, got {num_segments}")
+        self.backbone, channels = build_backbone(backbone, **dict(backbone_kwargs or {}))
+        self.head = nn.Conv2d(channels, num_segments, 1)
+        self.num_segments = num_segments
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        scores = self.head(self.backbone(image))
+        return F.interpolate(scores, size=image.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.logits(image).softmax(dim=1)
+
+
+class S3Module(AdamMethod):
+    """Self-supervised segmentation by grouping flow: batches of the ``s3`` view -> loss."""
+
+    BATCH_KEYS: ClassVar[tuple[str, ...]] = ("image", "flow")
+    DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "model": {
+            "backbone": "alexnet",
+            "backbone_kwargs": {},
+            "num_segments": 5,
+            "losses": ["affine"],
+            "loss_weights": {},
+            "charbonnier_eps": 0.01,
+            "num_bins": 16,
+            "max_magnitude": 20.0,
+        },
+        "optim": dict(ADAM_DEFAULTS),
+        "figures": {"max_magnitude": 10.0},
+    }
+    CURVE: ClassVar[dict[str, str]] = {
+        "metric": "val/one_segment",
+        "metric_label": "loss of one segment (baseline)",
+        "loss_label": "S3 loss",
+        "title": "S3 pretraining",
+    }
+
+    def __init__(
+        self,
+        backbone: str = "alexnet",
+        backbone_kwargs: dict | None = None,
+        num_segments: int = 5,
+        losses: Sequence[str] = ("affine",),
+        loss_weights: dict | None = None,
+        charbonnier_eps: float = 0.01,
+        num_bins: int = 16,
+        max_magnitude: float = 20.0,
+        lr: float = 1.0e-4,
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1.0e-8,
+        weight_decay: float = 0.0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if not losses or any(name not in S3_LOSSES for name in losses):
+            raise ValueError(f"losses must be a non-empty subset of {S3_LOSSES}, got {losses}")
+        self.save_hyperparameters()
+        self.model = SegmentNet(backbone, num_segments, backbone_kwargs)
+        self.use_channels_last(channels_last)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.model.backbone
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(self.to_memory_format(image))
+
+    def _s3_losses(
+        self, segments: torch.Tensor, batch: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        hp = self.hparams
+        return s3_loss(
+            segments,
+            batch["flow"].float(),
+            batch.get("valid"),
+            losses=tuple(hp.losses),
+            weights=hp.loss_weights,
+            epsilon=hp.charbonnier_eps,
+            num_bins=hp.num_bins,
+            max_magnitude=hp.max_magnitude,
+        )
+
+    def compute_loss(
+        self, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        segments = self(batch["image"]).float()
+        losses = self._s3_losses(segments, batch)
+        return losses["total"], {"segments": segments, **losses}
+
+    def validation_metrics(
+        self, batch: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Each loss term, and the loss of one segment covering the frame (the baseline)."""
+        metrics = {name: outputs[name] for name in self.hparams.losses}
+        one = torch.zeros_like(outputs["segments"])
+        one[:, 0] = 1.0
+        metrics["one_segment"] = self._s3_losses(one, batch)["total"]
+        return metrics
