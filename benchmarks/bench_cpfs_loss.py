@@ -4,7 +4,8 @@ Times forward + backward of ``models.methods.cpfs.cpfs_loss`` (float32, D = 16 u
 log-normalised flow in [-1, 1], σ learned) for each loss (ce, ce_rev, kta) at the paper's setting
 P = 512 pixels per image, B = 96 images, and the CE loss at P = 128, 256, 512 to show the P²
 scaling. Medians of ``--repeats`` runs after one warm-up; the variants alternate inside each
-repeat so a load change on a shared machine hits them alike. The peak extra memory of one step is
+repeat so a load change on a shared machine hits them alike; the process CPU time is recorded
+beside the wall time (on a loaded machine it is the steadier of the two). The peak extra memory of one step is
 estimated from the (B, P, P) tensors the loss keeps for backward (measured on CUDA with
 ``torch.cuda.max_memory_allocated``). A ``cuda`` section is added when CUDA is present.
 
@@ -56,6 +57,7 @@ def time_variants(
     prepared = {(loss, p): _inputs(batch, p, device) for loss, p in variants}
     log_sigma = torch.tensor(math.log(0.0067) / 2, device=device, requires_grad=True)
     times: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
+    cpu: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
     peaks: dict[tuple[str, int], float] = {}
     for v in variants:  # warm-up
         _step(*prepared[v], log_sigma, v[0])
@@ -64,10 +66,11 @@ def time_variants(
             _sync(device)
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             _step(*prepared[v], log_sigma, v[0])
             _sync(device)
             times[v].append(time.perf_counter() - start)
+            cpu[v].append(time.process_time() - start_cpu)
             if device == "cuda":
                 peaks[v] = torch.cuda.max_memory_allocated() / 2**20
     out = {}
@@ -78,6 +81,7 @@ def time_variants(
             "batch": batch,
             "median_s": statistics.median(values),
             "min_s": min(values),
+            "median_cpu_s": statistics.median(cpu[(loss, p)]),
             "kernel_mib": batch * p * p * 4 / 2**20,  # one (B, P, P) float32 tensor
         }
         if (loss, p) in peaks:
@@ -109,7 +113,8 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for section in ("cpu", "cuda"):
         for name, row in result.get(section, {}).items():
-            print(f"{section:4s} {name:12s} {row['median_s'] * 1e3:9.1f} ms")
+            wall, cpu_ms = row["median_s"] * 1e3, row["median_cpu_s"] * 1e3
+            print(f"{section:4s} {name:12s} {wall:9.1f} ms wall {cpu_ms:9.1f} ms CPU")
 
 
 if __name__ == "__main__":

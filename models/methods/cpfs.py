@@ -185,12 +185,13 @@ class AdamMethod(PretrainMethod):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
+        # float(): a --set override passes JSON through YAML, which reads 1e-08 as a string
         return torch.optim.Adam(
             self.parameters(),
-            lr=hp.lr,
-            betas=tuple(hp.betas),
-            eps=hp.eps,
-            weight_decay=hp.weight_decay,
+            lr=float(hp.lr),
+            betas=(float(hp.betas[0]), float(hp.betas[1])),
+            eps=float(hp.eps),
+            weight_decay=float(hp.weight_decay),
         )
 
 
