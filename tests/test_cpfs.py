@@ -157,3 +157,15 @@ def test_embedding_margin_hand_cases() -> None:
     same = torch.ones(2, 1, 4)
     assert embedding_margin(same, layers).item() == pytest.approx(0.0, abs=1e-6)
     assert math.isnan(embedding_margin(same, torch.zeros(1, 4, dtype=torch.long)).item())
+
+
+def test_kernel_rows_of_the_figure_match_the_full_kernels() -> None:
+    from models.methods.grouping_figures import _kernel_rows
+
+    gen = torch.Generator().manual_seed(0)
+    emb, flow = torch.randn(4, 3, 5, generator=gen), torch.rand(2, 3, 5, generator=gen)
+    k_f, k_phi = _kernel_rows(emb, flow, 0.3, pixel=7)
+    full_phi = embedding_kernel(emb.flatten(1).T[None])[0, 7].reshape(3, 5)
+    full_f = flow_kernel(flow.flatten(1).T[None], 0.3)[0, 7].reshape(3, 5)
+    assert np.allclose(k_phi, full_phi.numpy(), atol=1e-6)
+    assert np.allclose(k_f, full_f.numpy(), atol=1e-6)

@@ -51,12 +51,13 @@ def segment_colours(segments: torch.Tensor) -> np.ndarray:
 def _kernel_rows(
     emb: torch.Tensor, flow: torch.Tensor, sigma: float, pixel: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """K_f(p, ·) and K_phi(p, ·) of one frame as (H, W) arrays; emb (D, H, W), flow (2, H, W)."""
+    """Row p of K_f and of K_phi (eq. 2) of one frame as (H, W) arrays; emb (D, H, W), flow
+    (2, H, W). Only the row is computed (the whole kernel of a frame is (H·W)² entries)."""
     height, width = flow.shape[-2:]
-    e = emb.flatten(1).T[None].float()
-    f = flow.flatten(1).T[None].float()
-    k_phi = embedding_kernel(torch.cat([e[:, pixel : pixel + 1], e], 1))[0, 0, 1:]
-    k_f = flow_kernel(torch.cat([f[:, pixel : pixel + 1], f], 1), sigma)[0, 0, 1:]
+    e = emb.flatten(1).T.float()  # (N, D)
+    f = flow.flatten(1).T.float()  # (N, 2)
+    k_phi = embedding_kernel(torch.stack([e[pixel].expand_as(e), e], 1))[:, 0, 1]
+    k_f = flow_kernel(torch.stack([f[pixel].expand_as(f), f], 1), sigma)[:, 0, 1]
     return k_f.reshape(height, width).cpu().numpy(), k_phi.reshape(height, width).cpu().numpy()
 
 
