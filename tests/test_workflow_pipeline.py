@@ -151,5 +151,5 @@ def test_a_second_flow_method_computes_only_what_is_missing(tiny_run):
     out = proc.stdout + proc.stderr
     jobs = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}  # fmt: skip
-    assert jobs.get("flow_video") == 2
-    assert "synthesize" not in jobs and "ingest_video" not in jobs and "shots_video" not in jobs
+    assert jobs.get("flow_chunk") == 1  # both videos fit one chunk of the default size
+    assert "synthesize" not in jobs and "ingest_chunk" not in jobs and "shots_chunk" not in jobs

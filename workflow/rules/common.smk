@@ -1,4 +1,6 @@
 # Validation, video-set resolution and input functions. No rules here.
+import functools
+import hashlib
 import json
 import os
 import sys
@@ -6,6 +8,7 @@ import sys
 from snakemake.utils import validate
 
 from pipeline.ids import SET_NAME_PATTERN, VIDEO_ID_PATTERN
+from pipeline.stages.chunk import assign_chunks, split_by_size
 from pipeline.videosets import list_videos
 
 validate(config, "../schemas/config.schema.yaml")
@@ -36,6 +39,7 @@ if config["shots"]["method"] == "transnetv2":
 wildcard_constraints:
     set=SET_NAME_PATTERN,
     vid=VIDEO_ID_PATTERN,
+    chunk=r"\d+of\d+",
 
 
 def active_sets():
@@ -54,6 +58,79 @@ VIDEOS = {
     }
     for name in config["video_sets"]
 }
+
+
+# set -> chunk name -> video ids (pipeline/stages/chunk.py: hash of the id, stable when videos are added)
+CHUNKS = {
+    name: assign_chunks(VIDEOS[name], config["video_sets"][name]["chunk_size"])
+    for name in config["video_sets"]
+}
+
+
+def per_chunk(pattern, sets=None):
+    """Expand a per-chunk path pattern over every chunk of every active set."""
+    return [
+        pattern.format(set=s, chunk=c)
+        for s in (sets or active_sets())
+        for c in CHUNKS[s]
+    ]
+
+
+def chunks_of(pattern):
+    """Input function: a per-chunk path pattern expanded over the chunks of the job's set."""
+    return lambda w: [pattern.format(set=w.set, chunk=c) for c in CHUNKS[w.set]]
+
+
+def chunk_sources(wildcards):
+    """Inputs of an ingest chunk: generated or bundled videos. Files of a directory set are not
+    inputs (100k of them cost the DAG most of its time); chunk_stamp stands for them."""
+    videos = VIDEOS[wildcards.set]
+    return [
+        videos[v].path
+        for v in CHUNKS[wildcards.set][wildcards.chunk]
+        if not videos[v].stamp
+    ]
+
+
+def chunk_stamp(wildcards):
+    """Digest of the size and mtime of the chunk's files, taken when the set was listed: a
+    params rerun trigger, so an edited video reruns its chunk."""
+    videos = VIDEOS[wildcards.set]
+    stamps = "\n".join(
+        f"{v} {videos[v].stamp}" for v in CHUNKS[wildcards.set][wildcards.chunk]
+    )
+    return hashlib.sha1(stamps.encode("utf-8")).hexdigest()
+
+
+@functools.cache
+def _chunk_video_args(set_name, chunk):
+    videos = VIDEOS[set_name]
+    rows = [[v, videos[v].path, videos[v].relpath] for v in CHUNKS[set_name][chunk]]
+    return [
+        f"--videos={json.dumps(part, separators=(',', ':'))}"
+        for part in split_by_size(rows, limit=64 * 1024)
+    ]
+
+
+def chunk_videos(wildcards):
+    """The chunk's videos for `python -m pipeline chunk`: a few --videos=JSON arguments (each
+    under the kernel's 128 KiB limit per argument), not one per video: formatting a job's
+    shell command costs Snakemake time per list item."""
+    return _chunk_video_args(wildcards.set, wildcards.chunk)
+
+
+def video_args(**options):
+    """Params function: per-video driver arguments `--name=value`; `{set}` filled, `{vid}`,
+    `{path}`, `{relpath}` left for the chunk driver (str.replace: JSON values keep their braces).
+    """
+
+    def args(wildcards):
+        return [
+            f"--{name.replace('_', '-')}={str(value).replace('{set}', wildcards.set)}"
+            for name, value in options.items()
+        ]
+
+    return args
 
 
 def video_entry(wildcards):

@@ -36,10 +36,39 @@ rule flow_video:
         " > {log:q} 2>&1"
 
 
+rule flow_chunk:
+    input:
+        record=f"{RESULTS}/{{set}}/chunks/ingest/{{chunk}}.chunk.tsv",
+        shots=f"{RESULTS}/{{set}}/chunks/shots/{{chunk}}.chunk.tsv",
+    output:
+        f"{FLOW_DIR}/chunks/{{chunk}}.chunk.tsv",
+    log:
+        f"{FLOW_DIR}/logs/{{chunk}}.log",
+    benchmark:
+        f"{FLOW_DIR}/benchmarks/{{chunk}}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    resources:
+        gpu=1 if config["flow"]["method"].startswith("raft") else 0,
+    params:
+        videos=chunk_videos,
+        args=video_args(
+            record=f"{RESULTS}/{{set}}/videos/{{vid}}.json",
+            shots=f"{RESULTS}/{{set}}/shots/{{vid}}.json",
+            flow_params=stage_params("flow"),
+            sampling_params=stage_params("sampling"),
+            pairs=f"{FLOW_DIR}/{{vid}}/pairs.tsv",
+            dropped=f"{FLOW_DIR}/{{vid}}/dropped.tsv",
+            sheet=f"{FLOW_DIR}/{{vid}}/contact_sheet.png",
+        ),
+    shell:
+        "python -m pipeline chunk --stage=flow {params.videos:q} --outputs pairs dropped sheet"
+        " --manifest={output:q} -- {params.args:q} > {log:q} 2>&1"
+
+
 rule flow_summary:
     input:
-        pairs=videos_of(f"{FLOW_DIR}/{{vid}}/pairs.tsv"),
-        dropped=videos_of(f"{FLOW_DIR}/{{vid}}/dropped.tsv"),
+        chunks_of(f"{FLOW_DIR}/chunks/{{chunk}}.chunk.tsv"),
     output:
         report(
             f"{FLOW_DIR}/summary.tsv",
@@ -54,10 +83,11 @@ rule flow_summary:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "python -m pipeline flow-summary {input.pairs:q} --out={output:q} > {log:q} 2>&1"
+        "python -m pipeline --expand-chunks=pairs flow-summary {input:q} --out={output:q}"
+        " > {log:q} 2>&1"
 
 
 rule flow:
     input:
-        per_video(f"{FLOW_DIR}/{{vid}}/pairs.tsv"),
+        per_chunk(f"{FLOW_DIR}/chunks/{{chunk}}.chunk.tsv"),
         per_set(f"{FLOW_DIR}/summary.tsv"),

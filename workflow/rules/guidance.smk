@@ -34,9 +34,34 @@ rule guidance_video:
         " --figure={output.figure:q} > {log:q} 2>&1"
 
 
+rule guidance_chunk:
+    input:
+        f"{FLOW_DIR}/chunks/{{chunk}}.chunk.tsv",
+    output:
+        f"{GUIDANCE_DIR}/chunks/{{chunk}}.chunk.tsv",
+    log:
+        f"{GUIDANCE_DIR}/logs/{{chunk}}.log",
+    benchmark:
+        f"{GUIDANCE_DIR}/benchmarks/{{chunk}}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    params:
+        videos=chunk_videos,
+        args=video_args(
+            pairs=f"{FLOW_DIR}/{{vid}}/pairs.tsv",
+            params=stage_params("guidance"),
+            viz_max_magnitude=config["flow"]["viz_max_magnitude"],
+            out=f"{GUIDANCE_DIR}/{{vid}}.npz",
+            figure=f"{GUIDANCE_DIR}/figures/{{vid}}.png",
+        ),
+    shell:
+        "python -m pipeline chunk --stage=guidance {params.videos:q} --outputs out figure"
+        " --manifest={output:q} -- {params.args:q} > {log:q} 2>&1"
+
+
 rule guidance_stats:
     input:
-        videos_of(f"{GUIDANCE_DIR}/{{vid}}.npz"),
+        chunks_of(f"{GUIDANCE_DIR}/chunks/{{chunk}}.chunk.tsv"),
     output:
         report(
             f"{GUIDANCE_DIR}/stats.json",
@@ -51,7 +76,7 @@ rule guidance_stats:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "python -m pipeline guidance-stats {input:q} --out={output:q} > {log:q} 2>&1"
+        "python -m pipeline --expand-chunks=out guidance-stats {input:q} --out={output:q} > {log:q} 2>&1"
 
 
 rule guidance:

@@ -42,9 +42,37 @@ rule ingest_video:
         " --params {params.cfg:q} --out={output:q} > {log:q} 2>&1"
 
 
+# One job per chunk of videos (pipeline/stages/chunk.py); ingest_video stays for one-video targets.
+rule ingest_chunk:
+    input:
+        chunk_sources,
+    output:
+        f"{RESULTS}/{{set}}/chunks/ingest/{{chunk}}.chunk.tsv",
+    log:
+        f"{RESULTS}/{{set}}/logs/ingest/{{chunk}}.log",
+    benchmark:
+        f"{RESULTS}/{{set}}/benchmarks/ingest/{{chunk}}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    params:
+        stamp=chunk_stamp,
+        videos=chunk_videos,
+        args=video_args(
+            video="{path}",
+            video_id="{vid}",
+            set="{set}",
+            relpath="{relpath}",
+            params=stage_params("ingest"),
+            out=f"{RESULTS}/{{set}}/videos/{{vid}}.json",
+        ),
+    shell:
+        "python -m pipeline chunk --stage=ingest {params.videos:q} --outputs out"
+        " --manifest={output:q} -- {params.args:q} > {log:q} 2>&1"
+
+
 rule manifest:
     input:
-        set_records,
+        chunks_of(f"{RESULTS}/{{set}}/chunks/ingest/{{chunk}}.chunk.tsv"),
     output:
         videos=f"{RESULTS}/{{set}}/videos.tsv",
         rejected=f"{RESULTS}/{{set}}/rejected.tsv",
@@ -55,7 +83,7 @@ rule manifest:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "python -m pipeline manifest {input:q} --videos-tsv={output.videos:q}"
+        "python -m pipeline --expand-chunks=out manifest {input:q} --videos-tsv={output.videos:q}"
         " --rejected-tsv={output.rejected:q} > {log:q} 2>&1"
 
 

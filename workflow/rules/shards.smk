@@ -6,9 +6,9 @@ SHARDS_DIR = f"{RESULTS}/{{set}}/shards-{config['flow']['method']}"
 
 rule shards_set:
     input:
-        pairs=videos_of(f"{FLOW_DIR}/{{vid}}/pairs.tsv"),
-        masks=videos_of(f"{MASKS_DIR}/{{vid}}/frames.tsv"),
-        guidance=videos_of(f"{GUIDANCE_DIR}/{{vid}}.npz"),
+        pairs=chunks_of(f"{FLOW_DIR}/chunks/{{chunk}}.chunk.tsv"),
+        masks=chunks_of(f"{MASKS_DIR}/chunks/{{chunk}}.chunk.tsv"),
+        guidance=chunks_of(f"{GUIDANCE_DIR}/chunks/{{chunk}}.chunk.tsv"),
     output:
         directory(SHARDS_DIR),
     log:
@@ -18,7 +18,6 @@ rule shards_set:
     conda:
         "../../envs/pipeline.yaml"
     params:
-        ids=lambda w: list(VIDEOS[w.set]),
         flow_root=FLOW_DIR,
         masks_root=MASKS_DIR,
         guidance_root=GUIDANCE_DIR,
@@ -26,7 +25,7 @@ rule shards_set:
         method=config["flow"]["method"],
         config=json.dumps(config, sort_keys=True),
     shell:
-        "python -m pipeline shards {params.ids:q} --flow-root={params.flow_root:q}"
+        "python -m pipeline --expand-chunks=video_id shards {input.guidance:q} --flow-root={params.flow_root:q}"
         " --masks-root={params.masks_root:q} --guidance-root={params.guidance_root:q}"
         " --params {params.cfg:q} --flow-method={params.method:q}"
         " --config-json {params.config:q} --out-dir={output:q} > {log:q} 2>&1"

@@ -19,9 +19,32 @@ rule shots_video:
         " > {log:q} 2>&1"
 
 
+rule shots_chunk:
+    input:
+        f"{RESULTS}/{{set}}/chunks/ingest/{{chunk}}.chunk.tsv",
+    output:
+        f"{RESULTS}/{{set}}/chunks/shots/{{chunk}}.chunk.tsv",
+    log:
+        f"{RESULTS}/{{set}}/logs/shots/{{chunk}}.log",
+    benchmark:
+        f"{RESULTS}/{{set}}/benchmarks/shots/{{chunk}}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    params:
+        videos=chunk_videos,
+        args=video_args(
+            record=f"{RESULTS}/{{set}}/videos/{{vid}}.json",
+            params=stage_params("shots"),
+            out=f"{RESULTS}/{{set}}/shots/{{vid}}.json",
+        ),
+    shell:
+        "python -m pipeline chunk --stage=shots {params.videos:q} --outputs out"
+        " --manifest={output:q} -- {params.args:q} > {log:q} 2>&1"
+
+
 rule shots_summary:
     input:
-        lambda w: [f"{RESULTS}/{w.set}/shots/{vid}.json" for vid in VIDEOS[w.set]],
+        chunks_of(f"{RESULTS}/{{set}}/chunks/shots/{{chunk}}.chunk.tsv"),
     output:
         tsv=f"{RESULTS}/{{set}}/shots.tsv",
         evaluation=f"{RESULTS}/{{set}}/shots_eval.json",
@@ -34,7 +57,7 @@ rule shots_summary:
     params:
         records=f"{RESULTS}/{{set}}/videos",
     shell:
-        "python -m pipeline shots-summary {input:q} --records-dir={params.records:q}"
+        "python -m pipeline --expand-chunks=out shots-summary {input:q} --records-dir={params.records:q}"
         " --out-tsv={output.tsv:q} --out-eval={output.evaluation:q} > {log:q} 2>&1"
 
 
