@@ -26,7 +26,7 @@ rule benchmark_run:
         "../../envs/train.yaml"
     threads: 1
     resources:
-        gpu=1,
+        **gpu_resources(1),
     params:
         overrides=benchmark_overrides,
     shell:

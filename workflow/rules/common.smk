@@ -1,5 +1,4 @@
 # Validation, video-set resolution and input functions. No rules here.
-import functools
 import hashlib
 import json
 import os
@@ -102,14 +101,18 @@ def chunk_stamp(wildcards):
     return hashlib.sha1(stamps.encode("utf-8")).hexdigest()
 
 
-@functools.cache
+_CHUNK_VIDEO_ARGS = {}  # (set, chunk) -> arguments: Snakemake asks once per stage
+
+
 def _chunk_video_args(set_name, chunk):
-    videos = VIDEOS[set_name]
-    rows = [[v, videos[v].path, videos[v].relpath] for v in CHUNKS[set_name][chunk]]
-    return [
-        f"--videos={json.dumps(part, separators=(',', ':'))}"
-        for part in split_by_size(rows, limit=64 * 1024)
-    ]
+    if (set_name, chunk) not in _CHUNK_VIDEO_ARGS:
+        videos = VIDEOS[set_name]
+        rows = [[v, videos[v].path, videos[v].relpath] for v in CHUNKS[set_name][chunk]]
+        _CHUNK_VIDEO_ARGS[set_name, chunk] = [
+            f"--videos={json.dumps(part, separators=(',', ':'))}"
+            for part in split_by_size(rows, limit=64 * 1024)
+        ]
+    return _CHUNK_VIDEO_ARGS[set_name, chunk]
 
 
 def chunk_videos(wildcards):
@@ -159,6 +162,21 @@ def set_records(wildcards):
     return [
         f"{RESULTS}/{wildcards.set}/videos/{vid}.json" for vid in VIDEOS[wildcards.set]
     ]
+
+
+def gpu_resources(n=1):
+    """Resources of a job that runs on `n` GPUs: the `gpu` token (local runs: one job per GPU)
+    and, when it asks for one, config cluster.gpu_resources (a cluster profile's partition,
+    memory and runtime of GPU jobs), for every GPU job by this one helper, not by name.
+    """
+    if not n:
+        return {"gpu": 0}
+    # a profile's `config:` line hands numbers over as text; Snakemake wants mem_mb etc. as int
+    extra = config["cluster"]["gpu_resources"]
+    return {
+        "gpu": n,
+        **{k: int(v) if str(v).isdigit() else v for k, v in extra.items()},
+    }
 
 
 def stage_params(section):

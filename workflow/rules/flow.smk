@@ -25,7 +25,7 @@ rule flow_video:
     conda:
         "../../envs/pipeline.yaml"
     resources:
-        gpu=1 if config["flow"]["method"].startswith("raft") else 0,
+        **gpu_resources(1 if config["flow"]["method"].startswith("raft") else 0),
     params:
         flow=stage_params("flow"),
         sampling=stage_params("sampling"),
@@ -49,7 +49,7 @@ rule flow_chunk:
     conda:
         "../../envs/pipeline.yaml"
     resources:
-        gpu=1 if config["flow"]["method"].startswith("raft") else 0,
+        **gpu_resources(1 if config["flow"]["method"].startswith("raft") else 0),
     params:
         videos=chunk_videos,
         args=video_args(

@@ -33,7 +33,7 @@ for method in PRETRAIN_SECTIONS:
             "../../envs/train.yaml"
         threads: workflow.cores
         resources:
-            gpu=1,
+            **gpu_resources(1),
         params:
             overrides=pretrain_overrides(method),
         shell:
