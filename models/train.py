@@ -84,6 +84,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "limit_val_batches": 1.0,
         "num_sanity_val_steps": 2,
         "checkpoint_every_n_steps": 1000,
+        "keep_checkpoints": 0,
         "gradient_clip_val": None,
         "enable_progress_bar": False,
         "early_stopping_patience": None,
@@ -223,7 +224,9 @@ def build_trainer(config: Mapping[str, Any], output_dir: Path) -> pl.Trainer:
         filename="step={step}",
         auto_insert_metric_name=False,
         monitor=None,  # keep the latest: resuming wants the newest state, not the best
-        save_top_k=1,
+        # last.ckpt is the resume state and, once the run ends, the final checkpoint; periodic
+        # step=N.ckpt copies (a full model + optimizer state each) only when asked for
+        save_top_k=int(t["keep_checkpoints"]),
         save_last=True,
         # Always overwrite last.ckpt: a resumed run whose callback settings changed would
         # otherwise write last-v1.ckpt and the next rerun would resume from the stale file.

@@ -165,6 +165,8 @@ def test_kill_9_then_rerun_resumes_from_last_checkpoint(
     started = [int(m) for m in re.findall(r"training starts at global step (\d+)", caplog.text)]
     assert started == [killed_at]
     assert _checkpoint_step(last) == killed_at + 2
+    # retention: by default last.ckpt (resume state, final checkpoint) is the only checkpoint
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["last.ckpt"]
 
     # The exported trunk is a torchvision ResNet-18 minus its classifier.
     state = torch.load(out / "backbone.pth", weights_only=True)
