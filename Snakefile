@@ -15,6 +15,7 @@ include: "workflow/rules/flow.smk"
 include: "workflow/rules/guidance.smk"
 include: "workflow/rules/masks.smk"
 include: "workflow/rules/shards.smk"
+include: "workflow/rules/usage.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/benchmark.smk"
 
@@ -28,5 +29,6 @@ rule all:
         rules.guidance.input,
         rules.masks.input,
         rules.shards.input,
+        rules.disk.input,
         pretrain_backbones().values(),
         rules.benchmark.input,

@@ -93,3 +93,24 @@ def test_chunk_runs_the_per_video_driver_and_records_bytes(tmp_path, sample_clip
         record = json.loads(open(r["out"]).read())
         assert record["video_id"] == r["video_id"] and record["status"] == "ok"
         assert int(r["bytes"]) == (tmp_path / "videos" / f"{r['video_id']}.json").stat().st_size
+
+
+def test_disk_usage_sums_bytes_and_seconds_per_stage(tmp_path):
+    a, b = tmp_path / "a.chunk.tsv", tmp_path / "b.chunk.tsv"
+    cols = ["video_id", "out", "bytes", "seconds"]
+    atomic.write_tsv(a, cols, [["v1", "x", 100, 1.5], ["v2", "y", 300, 0.5]])
+    atomic.write_tsv(b, cols, [["v3", "z", 50, 2.0]])
+    out = tmp_path / "usage.tsv"
+    assert (
+        main(["disk-usage", "--stage", "flow", str(a), str(b), "--stage", "masks", f"--out={out}"])
+        == 0
+    )
+    rows = {r["stage"]: r for r in atomic.read_tsv(out)}
+    assert rows["flow"] == {
+        "stage": "flow",
+        "videos": "3",
+        "bytes": "450",
+        "bytes_per_video": "150",
+        "seconds": "4",
+    }
+    assert rows["masks"]["videos"] == "0" and rows["masks"]["bytes"] == "0"

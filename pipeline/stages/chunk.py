@@ -162,6 +162,38 @@ def run_chunk(
     return 0
 
 
+def stage_usage(manifests: dict[str, Sequence[str]]) -> list[list[object]]:
+    """One row per stage: videos, bytes written, mean bytes per video, seconds, from the
+    stage's chunk manifests."""
+    rows: list[list[object]] = []
+    for stage, paths in manifests.items():
+        table = [r for p in paths for r in read_manifest(p)]
+        total = sum(int(r["bytes"]) for r in table)
+        seconds = sum(float(r["seconds"]) for r in table)
+        mean = round(total / len(table)) if table else 0
+        rows.append([stage, len(table), total, mean, round(seconds, 3)])
+    return rows
+
+
+def add_usage_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stage",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar=("NAME", "MANIFEST"),
+        help="a stage's name and its chunk manifests (repeat per stage)",
+    )
+    p.add_argument("--out", required=True, help="TSV: stage, videos, bytes, ...")
+
+
+def run_usage(args: argparse.Namespace) -> int:
+    usage = stage_usage({name: paths for name, *paths in args.stage})
+    header = ["stage", "videos", "bytes", "bytes_per_video", "seconds"]
+    atomic.write_tsv(args.out, header, usage)
+    return 0
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", required=True, help="per-video stage to run (python -m pipeline)")
     p.add_argument(
