@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from pipeline import atomic
@@ -14,6 +15,7 @@ from pipeline.stages.chunk import (
     fill_template,
     split_by_size,
 )
+from tests.conftest import run_snakemake, write_avi
 
 
 def _ids(n, start=0):
@@ -114,3 +116,31 @@ def test_disk_usage_sums_bytes_and_seconds_per_stage(tmp_path):
         "seconds": "4",
     }
     assert rows["masks"]["videos"] == "0" and rows["masks"]["bytes"] == "0"
+
+
+def _jobs(proc) -> dict[str, int]:
+    rows = [line.split() for line in (proc.stdout + proc.stderr).splitlines()]
+    return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}
+
+
+@pytest.mark.slow
+def test_an_added_or_edited_video_reruns_only_its_chunk(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in range(4)]
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(5):
+        write_avi(videos / f"clip_{i}.avi", frames)
+    config = {
+        "video_sets": {"mine": {"path": str(videos), "glob": ["*.avi"], "chunk_size": 2}},
+        "only_sets": ["mine"],
+    }
+    work = tmp_path / "work"
+    assert run_snakemake(work, config, "ingest").returncode == 0
+    assert len(list((work / "results/mine/chunks/ingest").glob("*of0004.chunk.tsv"))) >= 2
+
+    write_avi(videos / "clip_5.avi", frames)  # 6 videos: still 4 chunks of <= 2 expected
+    assert _jobs(run_snakemake(work, config, "ingest", "-n")).get("ingest_chunk") == 1
+    assert run_snakemake(work, config, "ingest").returncode == 0
+    write_avi(videos / "clip_2.avi", frames[:3])  # an edited video: new size and mtime
+    assert _jobs(run_snakemake(work, config, "ingest", "-n")).get("ingest_chunk") == 1
