@@ -11,8 +11,11 @@ is reported, as Zhan et al. 2019 (Sec. 4.2, "improvement from a randomly initial
 Pathak et al. 2017 (Sec. 6, frozen-layer and low-shot settings) compare representations.
 
 Outputs in ``output_dir``, each written atomically: ``summary.tsv`` (one row per task ×
-initialisation: mean, sample std and per-seed values of the metric, median seconds per training
-epoch, feature-extraction seconds of a probe), ``summary.png`` (one group of bars per task, one
+initialisation: mean, sample std and per-seed values of the metric, the mean per-seed difference
+to the control (``random``, else the first initialisation) with a paired t-test and Wilcoxon
+signed-rank p-value and the verdict helps / no difference / hurts at p < 0.05 (t-test;
+``models.downstream_metrics.paired_test``), median seconds per training epoch,
+feature-extraction seconds of a probe), ``summary.png`` (one group of bars per task, one
 bar per initialisation, error bars = std) and ``config.yaml`` (the resolved config). Every number
 follows from the config and the seeds.
 """
@@ -40,6 +43,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "SUMMARY_COLUMNS",
     "TASK_DEFAULTS",
+    "control_name",
     "load_config",
     "main",
     "plot_summary",
@@ -70,13 +74,15 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "segmentation": {
         "name": None,
         "kind": "segmentation",
-        "dataset": "synthetic",  # synthetic | voc
+        "dataset": "synthetic",  # synthetic | textures | voc
         "root": None,  # VOC: folder holding VOCdevkit/VOC2012
         "train_split": "train",
         "val_split": "val",
-        "size": 64,  # square crop side (multiple of 8)
-        "train_images": 128,  # images rendered / read (VOC: null = the whole split)
-        "val_images": 48,
+        "size": 64,  # square image side (multiple of 8); not used by VOC
+        "crop_size": 320,  # VOC: training crop side after random scaling
+        "scale_range": [0.5, 2.0],  # VOC: random scale of training images
+        "train_images": 128,  # images rendered (VOC: a limit, null = the whole split)
+        "val_images": 48,  # VOC: unless set, null = every image of the val split
         "train_size": None,  # low-shot subset of the training images, drawn per seed
         "depth": "all",  # all | above_conv1..above_conv5 | frozen
         "epochs": 2,
@@ -90,7 +96,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "probe": {
         "name": None,
         "kind": "probe",
-        "dataset": "synthetic",  # synthetic | imagefolder
+        "dataset": "synthetic",  # synthetic | textures | imagefolder
         "root": None,  # ImageFolder: folder with train/ and val/ class folders
         "size": 64,
         "train_images": 512,
@@ -102,7 +108,11 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         "weight_decay": 1.0e-4,
     },
 }
-_DATASETS = {"segmentation": ("synthetic", "voc"), "probe": ("synthetic", "imagefolder")}
+_DATASETS = {
+    "segmentation": ("synthetic", "textures", "voc"),
+    "probe": ("synthetic", "textures", "imagefolder"),
+}
+_GENERATED = ("synthetic", "textures")  # data sets made here, needing no root folder
 VOC_CLASSES = 21  # background + 20 object classes
 
 SUMMARY_COLUMNS = [
@@ -116,6 +126,10 @@ SUMMARY_COLUMNS = [
     "std",
     "n_seeds",
     "values",
+    "diff_vs_random",
+    "p_ttest",
+    "p_wilcoxon",
+    "verdict",
     "seconds_per_epoch",
     "extract_seconds",
     "device",
@@ -155,7 +169,10 @@ def _resolve_task(task: Mapping[str, Any], index: int) -> dict[str, Any]:
             f"tasks[{index}].dataset for {kind} must be one of {_DATASETS[kind]}, "
             f"got {resolved['dataset']!r}"
         )
-    if resolved["dataset"] != "synthetic" and not resolved["root"]:
+    if resolved["dataset"] == "voc":  # protocol: the whole splits unless a limit is given
+        for key in ("train_images", "val_images"):
+            resolved[key] = task.get(key)
+    if resolved["dataset"] not in _GENERATED and not resolved["root"]:
         raise ValueError(f"tasks[{index}] ({resolved['name']}): dataset needs a root folder")
     if resolved["size"] % 8 or resolved["size"] < 32:
         raise ValueError(f"tasks[{index}].size must be a multiple of 8 >= 32")
@@ -214,6 +231,17 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 def _task_data(task: Mapping[str, Any]) -> tuple[tuple, tuple, int]:
     """(train, val, num_classes) arrays of a task, loaded once for every init and seed."""
     size = int(task["size"])
+    if task["dataset"] == "textures":
+        from models import transfer
+
+        make = (
+            transfer.mosaic_segmentation_arrays
+            if task["kind"] == "segmentation"
+            else transfer.patch_classification_arrays
+        )
+        train = make(int(task["train_images"]), "train", size=size)
+        val = make(int(task["val_images"]), "val", size=size)
+        return train, val, len(transfer.TRANSFER_PHOTOS)
     if task["kind"] == "segmentation":
         if task["dataset"] == "synthetic":
             from pipeline.synthetic import CLASS_NAMES
@@ -222,8 +250,13 @@ def _task_data(task: Mapping[str, Any]) -> tuple[tuple, tuple, int]:
                 int(task["train_images"]), int(task["val_images"]), size=size
             )
             return train, val, len(CLASS_NAMES)
-        train = finetune.voc_arrays(task["root"], task["train_split"], size, task["train_images"])
-        val = finetune.voc_arrays(task["root"], task["val_split"], size, task["val_images"])
+        voc = {"crop_size": int(task["crop_size"]), "scale_range": tuple(task["scale_range"])}
+        train = finetune.VOCSegmentationDataset(
+            task["root"], task["train_split"], True, limit=task["train_images"], **voc
+        )
+        val = finetune.VOCSegmentationDataset(
+            task["root"], task["val_split"], False, limit=task["val_images"], **voc
+        )
         return train, val, VOC_CLASSES
     if task["dataset"] == "synthetic":
         from pipeline.synthetic import CLASS_NAMES
@@ -276,12 +309,32 @@ def _run_one(
     return {**result, "value": result["top1"], "metric": "top1"}
 
 
+def control_name(initialisations: Sequence[Mapping[str, Any]]) -> str:
+    """The control every initialisation is tested against: ``random`` if present, else the first."""
+    names = [init["name"] for init in initialisations]
+    return "random" if "random" in names else names[0]
+
+
 def summarise(
-    task: Mapping[str, Any], init_name: str, runs: Sequence[Mapping[str, Any]], device: str
+    task: Mapping[str, Any],
+    init_name: str,
+    runs: Sequence[Mapping[str, Any]],
+    device: str,
+    control: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[object]:
-    """One ``SUMMARY_COLUMNS`` row from the per-seed results of a task × initialisation."""
+    """One ``SUMMARY_COLUMNS`` row from the per-seed results of a task × initialisation.
+
+    ``control``: the control's per-seed runs (same seeds, same order); the row then carries the
+    mean difference, the paired t-test and Wilcoxon p-values and the verdict. ``None`` (the
+    control's own row) leaves them empty.
+    """
     values = [float(r["value"]) for r in runs]
     extract = [r["extract_seconds"] for r in runs if r.get("extract_seconds") is not None]
+    if control is None:
+        paired: list[object] = [None, None, None, "control"]
+    else:
+        test = finetune.paired_test(values, [float(r["value"]) for r in control])
+        paired = [test["mean_diff"], test["p_t"], test["p_wilcoxon"], finetune.verdict(test)]
     return [
         task["name"],
         task["dataset"],
@@ -293,6 +346,7 @@ def summarise(
         statistics.stdev(values) if len(values) > 1 else 0.0,  # sample std over seeds
         len(values),
         ",".join(f"{v:.6g}" for v in values),
+        *paired,
         statistics.median(float(r["seconds_per_epoch"]) for r in runs),
         statistics.median(extract) if extract else None,
         device,
@@ -353,14 +407,18 @@ def run_benchmark(config: Mapping[str, Any]) -> Path:
                 config["backbone"], init["backbone_path"], config["backbone_kwargs"]
             )
     rows: list[list[object]] = []
+    control = control_name(config["initialisations"])
     for task in config["tasks"]:
         data = _task_data(task)
+        runs: dict[str, list[dict[str, Any]]] = {}
         for init in config["initialisations"]:
-            runs = []
+            runs[init["name"]] = []
             for seed in config["seeds"]:
                 log.info("%s / %s / seed %d", task["name"], init["name"], seed)
-                runs.append(_run_one(config, task, init, data, int(seed)))
-            rows.append(summarise(task, init["name"], runs, device))
+                runs[init["name"]].append(_run_one(config, task, init, data, int(seed)))
+        for name, task_runs in runs.items():
+            against = None if name == control else runs[control]
+            rows.append(summarise(task, name, task_runs, device, against))
     write_tsv(output_dir / "summary.tsv", SUMMARY_COLUMNS, rows)
     plot_summary(
         [dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in rows],

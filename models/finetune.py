@@ -27,11 +27,11 @@ file: the ``backbone.pth`` that ``models.train`` writes, or user weights such as
 ImageNet ``resnet50-*.pth`` (``fc.*`` keys are ignored). Every trunk key must be present with the
 right shape; otherwise ``load_trunk_weights`` refuses the file and lists what is missing.
 
-Synthetic data: ``render_labelled_frames`` stills drawn from seeds ``SYNTHETIC_TRAIN_SEED`` and
-``SYNTHETIC_VAL_SEED`` (2**40 and 2**40 + 1). Pretraining videos use
-``pipeline.stages.synthesize.video_seed``, a 32-bit value below 2**32, and ``render_clip``'s own
-random stream, so the benchmark never sees a pretraining frame. The data sets are fixed; the run
-seed only drives the head's init, shuffling, augmentation and the low-shot subset.
+The data sets are fixed; the run seed only drives the head's init, shuffling, augmentation and
+the low-shot subset. Data sets live in ``models.downstream_data`` (synthetic stills, VOC at
+protocol resolution, ImageFolder) and ``models.transfer`` (tasks outside the pretraining
+generator), metrics and the paired test in ``models.downstream_metrics``; their public names are
+re-exported here so ``models.finetune.mean_iou`` & co. keep working.
 """
 
 from __future__ import annotations
@@ -47,10 +47,29 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from models.backbones import build_backbone
-from models.data import IMAGENET_MEAN, IMAGENET_STD, normalise_images
+from models.data import IMAGENET_MEAN, IMAGENET_STD
+from models.downstream_data import (
+    SYNTHETIC_TRAIN_SEED,
+    SYNTHETIC_VAL_SEED,
+    ArraySegmentationDataset,
+    VOCSegmentationDataset,
+    imagefolder_arrays,
+    low_shot_indices,
+    normalise,
+    synthetic_classification_arrays,
+    synthetic_segmentation_arrays,
+)
+from models.downstream_metrics import (
+    IGNORE_INDEX,
+    confusion_matrix,
+    iou_per_class,
+    mean_iou,
+    paired_test,
+    verdict,
+)
 
 __all__ = [
     "DEPTHS",
@@ -65,6 +84,7 @@ __all__ = [
     "FCNHead",
     "LinearProbeModule",
     "SegmentationModule",
+    "VOCSegmentationDataset",
     "build_trunk",
     "confusion_matrix",
     "extract_features",
@@ -74,18 +94,13 @@ __all__ = [
     "load_trunk_weights",
     "low_shot_indices",
     "mean_iou",
+    "paired_test",
     "run_probe",
     "run_segmentation",
     "synthetic_classification_arrays",
     "synthetic_segmentation_arrays",
-    "voc_arrays",
+    "verdict",
 ]
-
-IGNORE_INDEX = 255
-
-# Far above the 32-bit seeds of pretraining videos (``video_seed`` draws one uint32).
-SYNTHETIC_TRAIN_SEED = 2**40
-SYNTHETIC_VAL_SEED = 2**40 + 1
 
 # Pathak et al.'s layer names → the trunk's child modules, per architecture.
 STAGES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -99,7 +114,6 @@ STAGES: dict[str, dict[str, tuple[str, ...]]] = {
     "alexnet": {f"conv{k}": (f"conv{k}",) for k in range(1, 6)},
 }
 DEPTHS: tuple[str, ...] = ("all", *(f"above_conv{k}" for k in range(1, 6)), "frozen")
-
 
 # --------------------------------------------------------------------------- trunks
 
@@ -195,196 +209,6 @@ def freeze_trunk(trunk: nn.Module, depth: str, arch: str) -> list[str]:
         for parameter in children[name].parameters():
             parameter.requires_grad_(False)
     return names
-
-
-# --------------------------------------------------------------------------- metric
-
-
-def confusion_matrix(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
-) -> torch.Tensor:
-    """(num_classes, num_classes) int64 counts, rows = ground truth, columns = prediction.
-
-    Pixels whose target is ``ignore_index`` are skipped; any other target outside
-    [0, num_classes) is an error (a label map that does not match the class count).
-    """
-    if pred.shape != target.shape:
-        raise ValueError(f"shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
-    target = target.reshape(-1).long()
-    pred = pred.reshape(-1).long()
-    keep = target != ignore_index
-    target, pred = target[keep], pred[keep]
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
-        raise ValueError(f"target labels outside [0, {num_classes}) and not {ignore_index}")
-    if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= num_classes):
-        raise ValueError(f"predicted labels outside [0, {num_classes})")
-    flat = target * num_classes + pred
-    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes
-    )
-
-
-def iou_per_class(confusion: torch.Tensor) -> torch.Tensor:
-    """IoU of each class, TP / (TP + FP + FN); NaN where the class is in neither GT nor pred."""
-    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
-        raise ValueError(f"confusion must be square, got {tuple(confusion.shape)}")
-    confusion = confusion.double()
-    tp = confusion.diagonal()
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
-
-
-def mean_iou(confusion: torch.Tensor) -> float:
-    """Mean of ``iou_per_class`` over the classes that occur (PASCAL VOC's mIoU)."""
-    iou = iou_per_class(confusion)
-    present = ~torch.isnan(iou)
-    if not bool(present.any()):
-        raise ValueError("empty confusion matrix: no labelled pixels")
-    return float(iou[present].mean())
-
-
-# --------------------------------------------------------------------------- data
-
-
-def _normalise(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) RGB → float32 (N, 3, H, W) with ImageNet mean/std (as in pretraining)."""
-    return normalise_images(torch.from_numpy(np.ascontiguousarray(images)))
-
-
-class ArraySegmentationDataset(Dataset):
-    """Images (N, H, W, 3) uint8 and label maps (N, H, W) → normalised tensors; random
-    horizontal flips when ``flip`` (the only augmentation: crops are fixed-size already)."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, flip: bool = False) -> None:
-        if images.ndim != 4 or images.shape[-1] != 3 or labels.shape != images.shape[:3]:
-            raise ValueError(
-                f"need images (N,H,W,3) and labels (N,H,W), got {images.shape} {labels.shape}"
-            )
-        if images.shape[1] % 8 or images.shape[2] % 8:
-            raise ValueError(f"image size must be a multiple of 8, got {images.shape[1:3]}")
-        self.images = _normalise(images)
-        self.labels = torch.from_numpy(np.ascontiguousarray(labels)).long()
-        self.flip = flip
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        image, label = self.images[index], self.labels[index]
-        # torch's global RNG is seeded by seed_everything (workers too), so flips are reproducible
-        if self.flip and bool(torch.rand(()) < 0.5):
-            image, label = image.flip(-1), label.flip(-1)
-        return {"image": image, "label": label}
-
-
-def _synthetic_split(
-    n_train: int, n_val: int, size: int, target: int, render_kwargs: dict[str, Any]
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(train, val) pairs of images and ``render_labelled_frames``'s output number ``target``."""
-    from pipeline.synthetic import render_labelled_frames
-
-    splits = []
-    for seed, n in ((SYNTHETIC_TRAIN_SEED, n_train), (SYNTHETIC_VAL_SEED, n_val)):
-        rendered = render_labelled_frames(seed=seed, n=n, height=size, width=size, **render_kwargs)
-        splits.append((rendered[0], rendered[target]))
-    return splits[0], splits[1]
-
-
-def synthetic_segmentation_arrays(
-    n_train: int, n_val: int, size: int = 64, **render_kwargs: Any
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(train, val) pairs of images and class maps from the synthetic generator (module doc)."""
-    return _synthetic_split(n_train, n_val, size, 1, render_kwargs)
-
-
-def synthetic_classification_arrays(
-    n_train: int, n_val: int, size: int = 64, **render_kwargs: Any
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(train, val) pairs of images and image labels (class of the largest object)."""
-    return _synthetic_split(n_train, n_val, size, 2, render_kwargs)
-
-
-def _resize_centre_crop(image: np.ndarray, size: int, nearest: bool) -> np.ndarray:
-    """Resize the shorter side to ``size`` and cut the central size×size square."""
-    import cv2
-
-    h, w = image.shape[:2]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (nw, nh), interpolation=interp)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return resized[top : top + size, left : left + size]
-
-
-def voc_arrays(
-    root: str | Path, image_set: str, size: int = 64, limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """PASCAL VOC 2012 segmentation (``torchvision.datasets.VOCSegmentation``, no download):
-    images and labels resized (shorter side ``size``) and centre-cropped to size×size.
-
-    The fixed centre crop keeps a CPU-sized run cheap; labels use nearest-neighbour resizing so
-    the 255 "void" border stays ignored.
-    """
-    import torchvision
-
-    root = Path(root)
-    base = root / "VOCdevkit" / "VOC2012"
-    needed = [
-        base / "JPEGImages",
-        base / "SegmentationClass",
-        base / "ImageSets" / "Segmentation" / f"{image_set}.txt",
-    ]
-    absent = [str(p) for p in needed if not p.exists()]
-    if absent:
-        raise ValueError(
-            f"PASCAL VOC 2012 not found under {root} (missing {', '.join(absent)}); expected "
-            "the VOCtrainval layout root/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets}"
-        )
-    dataset = torchvision.datasets.VOCSegmentation(
-        str(root), year="2012", image_set=image_set, download=False
-    )
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    images = np.empty((count, size, size, 3), np.uint8)
-    labels = np.empty((count, size, size), np.uint8)
-    for k in range(count):
-        image, target = dataset[k]
-        images[k] = _resize_centre_crop(np.asarray(image.convert("RGB")), size, nearest=False)
-        labels[k] = _resize_centre_crop(np.asarray(target), size, nearest=True)
-    return images, labels
-
-
-def imagefolder_arrays(
-    root: str | Path, size: int = 64, limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """An ``ImageFolder`` layout (root/<class>/<image>) as resized, centre-cropped arrays, the
-    labels and the class names."""
-    import torchvision
-
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"ImageFolder root not found: {root}")
-    dataset = torchvision.datasets.ImageFolder(str(root))
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    images = np.empty((count, size, size, 3), np.uint8)
-    labels = np.empty(count, np.int64)
-    # Sample evenly over the sorted list so a limit keeps every class (ImageFolder sorts by class).
-    picks = np.linspace(0, len(dataset) - 1, count).round().astype(int) if count else []
-    for k, index in enumerate(picks):
-        image, label = dataset[int(index)]
-        images[k] = _resize_centre_crop(np.asarray(image.convert("RGB")), size, nearest=False)
-        labels[k] = label
-    return images, labels, list(dataset.classes)
-
-
-def low_shot_indices(n: int, train_size: int | None, seed: int) -> np.ndarray:
-    """Indices of a random ``train_size``-image subset of ``n`` (all of them when None)."""
-    if train_size is None:
-        return np.arange(n)
-    if not 1 <= train_size <= n:
-        raise ValueError(f"train_size must be in [1, {n}], got {train_size}")
-    rng = np.random.default_rng([int(seed), 0x10_5407])  # own stream: not the head's init
-    return np.sort(rng.permutation(n)[:train_size])
 
 
 # --------------------------------------------------------------------------- timing
@@ -545,8 +369,8 @@ def run_segmentation(
     *,
     arch: str,
     weights: str | Path | None,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
+    train: tuple[np.ndarray, np.ndarray] | Dataset,
+    val: tuple[np.ndarray, np.ndarray] | Dataset,
     num_classes: int,
     seed: int,
     depth: str = "all",
@@ -562,13 +386,22 @@ def run_segmentation(
     accelerator: str = "auto",
 ) -> dict[str, Any]:
     """Fine-tune a trunk (random or ``weights``) with an FCN head on ``train``, evaluate mIoU on
-    ``val``. Returns ``{"miou", "seconds_per_epoch" (median), "epoch_seconds", "train_images"}``."""
+    ``val``. Returns ``{"miou", "seconds_per_epoch" (median), "epoch_seconds", "train_images"}``.
+
+    ``train`` / ``val`` are (images, labels) arrays of one size (flipped in training, validated
+    in batches) or datasets of their own (e.g. ``VOCSegmentationDataset``, which augments itself
+    and yields whole images of any size: validated one image at a time).
+    """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     pl.seed_everything(seed, workers=True)
-    keep = low_shot_indices(len(train[0]), train_size, seed)
-    train_set = ArraySegmentationDataset(train[0][keep], train[1][keep], flip=True)
-    val_set = ArraySegmentationDataset(*val)
+    if isinstance(train, Dataset):
+        train_set: Dataset = Subset(train, low_shot_indices(len(train), train_size, seed).tolist())
+    else:
+        keep = low_shot_indices(len(train[0]), train_size, seed)
+        train_set = ArraySegmentationDataset(train[0][keep], train[1][keep], flip=True)
+    val_is_dataset = isinstance(val, Dataset)
+    val_set = val if val_is_dataset else ArraySegmentationDataset(*val)
     trunk, channels = build_trunk(arch, weights, backbone_kwargs)
     module = SegmentationModule(
         trunk,
@@ -591,7 +424,7 @@ def run_segmentation(
         drop_last=len(train_set) > batch_size,
         generator=generator,
     )
-    val_loader = DataLoader(val_set, batch_size=batch_size)
+    val_loader = DataLoader(val_set, batch_size=1 if val_is_dataset else batch_size)
     timer = EpochTimer()
     trainer = _trainer(epochs, _accelerator(accelerator), timer, validate=True)
     trainer.fit(module, train_loader, val_loader)
@@ -614,7 +447,7 @@ def extract_features(
     trunk = trunk.to(device).eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = _normalise(images[start : start + batch_size]).to(device)
+        x = normalise(images[start : start + batch_size]).to(device)
         out.append(trunk(x).mean(dim=(2, 3)).float().cpu())
     return torch.cat(out)
 

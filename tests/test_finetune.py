@@ -202,7 +202,7 @@ def test_low_shot_subset_is_seeded_and_checked() -> None:
 
 def test_missing_voc_and_imagefolder_give_clear_errors(tmp_path) -> None:
     with pytest.raises(ValueError, match="PASCAL VOC 2012 not found"):
-        finetune.voc_arrays(tmp_path / "voc", "train")
+        finetune.VOCSegmentationDataset(tmp_path / "voc", "train", train=True)
     with pytest.raises(ValueError, match="ImageFolder root not found"):
         finetune.imagefolder_arrays(tmp_path / "folder")
 
@@ -235,8 +235,8 @@ def test_benchmark_entry_point_writes_summary_and_plot(tmp_path) -> None:
                 "batch_size": 4,
                 "head_channels": 8,
             },
-            {"name": "probe", "kind": "probe", "size": 32, "train_images": 8, "val_images": 4,
-             "epochs": 1, "batch_size": 8},
+            {"name": "probe", "kind": "probe", "dataset": "textures", "size": 32,
+             "train_images": 12, "val_images": 6, "epochs": 1, "batch_size": 8},
         ],
     }  # fmt: skip
     import yaml
@@ -254,12 +254,18 @@ def test_benchmark_entry_point_writes_summary_and_plot(tmp_path) -> None:
     seg, probe = rows[0], rows[2]
     assert (seg["metric"], seg["depth"], seg["train_size"]) == ("miou", "above_conv3", "4")
     assert (probe["metric"], probe["depth"], probe["n_seeds"]) == ("top1", "frozen", "2")
+    assert probe["dataset"] == "textures" and probe["train_size"] == "12"
     for row in rows:
         values = [float(v) for v in row["values"].split(",")]
         assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values)
         assert float(row["mean"]) == pytest.approx(np.mean(values), abs=1e-5)
         assert float(row["std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-5)
         assert float(row["seconds_per_epoch"]) > 0
+    # the control row carries no test; the other is tested against it, seed by seed
+    assert [r["verdict"] for r in rows[::2]] == ["control", "control"]
+    for row in rows[1::2]:
+        assert row["verdict"] in ("helps", "no difference", "hurts")
+        assert 0.0 <= float(row["p_ttest"]) <= 1.0 or row["p_ttest"] == "nan"
     png = (tmp_path / "out" / "summary.png").read_bytes()
     assert png.startswith(b"\x89PNG")
 
