@@ -18,6 +18,7 @@ include: "workflow/rules/shards.smk"
 include: "workflow/rules/usage.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/benchmark.smk"
+include: "workflow/rules/science.smk"
 
 
 rule all:

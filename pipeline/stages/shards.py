@@ -80,6 +80,14 @@ def run(args: argparse.Namespace) -> int:
     log.info(
         "packed %s", {k: v for k, v in index.items() if k not in ("shards", "config", "rejected")}
     )
+    # the figure that says whether pretraining can overfit: index.json records it too
+    splits = index["splits"]
+    print(
+        f"distinct training samples: {splits['train']['n_samples']} "
+        f"from {len(splits['train']['videos'])} videos; validation samples: "
+        f"{splits['val']['n_samples']} from {len(splits['val']['videos'])} videos",
+        flush=True,
+    )
     return 0
 
 
