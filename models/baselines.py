@@ -11,7 +11,7 @@ motion" if it beats what one gets from the guidance alone, without looking at th
   distance in pixels; ties go to the point listed first in row-major order): a Voronoi fill,
   the piecewise-constant propagation a network has to improve on by following image edges.
 
-Inputs follow the CMP batch contract (``models.train`` module docstring): ``flow`` (B, 2, H, W),
+Inputs follow the CMP batch contract (``models.methods.cmp``): ``flow`` (B, 2, H, W),
 ``sparse`` (B, 4, H, W) with (dx, dy) at the guidance points and the point mask in channel 2,
 optional ``valid`` (B, 1, H, W). The EPE averages over (valid) pixels of the whole batch, the
 same reduction as CMP's own ``val/epe`` (``endpoint_error``).
@@ -92,7 +92,7 @@ def baseline_epes(
             f"flow must be (B, 2, H, W) matching sparse, got {tuple(flow.shape)} "
             f"and {tuple(sparse.shape)}"
         )
-    from models.train import endpoint_error  # lazily: models.train builds on this module
+    from models.methods.cmp import endpoint_error  # lazily: CMPModule builds on this module
 
     fills = {
         "zero": zero_fill(sparse),

@@ -68,7 +68,9 @@ def plot_loss_curves(
     loss_label: str = "loss",
     title: str = "pretraining",
 ) -> Path:
-    """Loss (left axis) and validation ``metric`` (right axis) against the global step."""
+    """Loss (left axis) and validation ``metric`` (right axis) against the global step; every
+    logged ``val/baseline_*`` series (e.g. CMP's zero / guidance-mean / nearest-guidance EPE) is
+    drawn dotted on the metric's axis."""
     metrics = read_metrics(log_root)
     fig, loss_axis = plt.subplots(figsize=(7, 4))
     if not any(name in metrics for name in ("train/loss", "val/loss", metric)):
@@ -85,6 +87,14 @@ def plot_loss_curves(
         metric_axis = loss_axis.twinx()
         steps, values = zip(*metrics[metric], strict=True)
         metric_axis.plot(steps, values, "s--", color="tab:red", label=metric, markersize=3)
+        # guidance-only baselines of the same metric (models.baselines), when the method logs them
+        baselines = sorted(name for name in metrics if name.startswith("val/baseline_"))
+        colours = ("tab:gray", "tab:olive", "tab:purple", "tab:brown")
+        for k, name in enumerate(baselines):
+            colour = colours[k % len(colours)]
+            steps, values = zip(*metrics[name], strict=True)
+            label = name.replace("val/baseline_", "baseline: ")
+            metric_axis.plot(steps, values, ":", color=colour, label=label, linewidth=1.5)
         metric_axis.set_ylabel(metric_label)
         more_handles, more_labels = metric_axis.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels

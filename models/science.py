@@ -17,7 +17,6 @@ fill.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -27,10 +26,10 @@ from typing import Any
 
 from models.baselines import BASELINES
 from pipeline.atomic import read_tsv, write_text
+from pipeline.stages.shards import sample_counts
 
 __all__ = [
     "DEFAULT_CONFIG",
-    "data_statistics",
     "main",
     "overall_verdict",
     "pretraining_epe",
@@ -58,24 +57,6 @@ def overall_verdict(verdicts: Sequence[str]) -> str:
     if helps and hurts:
         return "mixed"
     return "helps" if helps else "hurts" if hurts else "no difference"
-
-
-def data_statistics(index_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """Per shard set: distinct training / validation samples and videos (from index.json)."""
-    stats = []
-    for path in index_paths:
-        index = json.loads(Path(path).read_text(encoding="utf-8"))
-        splits = index["splits"]
-        stats.append(
-            {
-                "index": str(path),
-                "train_samples": int(splits["train"]["n_samples"]),
-                "train_videos": len(splits["train"]["videos"]),
-                "val_samples": int(splits["val"]["n_samples"]),
-                "val_videos": len(splits["val"]["videos"]),
-            }
-        )
-    return stats
 
 
 def pretraining_epe(run_dir: str | Path) -> dict[str, float]:
@@ -161,7 +142,7 @@ def run_science(config: Mapping[str, Any]) -> Path:
         raise ValueError("the science run needs at least 2 seeds for a paired test (use >= 5)")
     benchmark.run_benchmark(resolved)
     rows = read_tsv(out / "summary.tsv")
-    data = data_statistics(config["shard_indexes"])
+    data = sample_counts(config["shard_indexes"])
     epe = {p["name"]: pretraining_epe(p["run_dir"]) for p in config["pretraining"]}
     write_text(out / "verdict.md", render_verdict(rows, data, epe, float(config["alpha"])))
     return out

@@ -41,7 +41,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from models.backbones import export_trunk_state_dict
 from models.methods import PretrainMethod, get_method
-from pipeline.atomic import atomic_path, write_text
+from pipeline.atomic import atomic_path, write_json, write_text
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -55,6 +55,7 @@ __all__ = [
     "parse_override",
     "resolve_config",
     "write_backbone",
+    "record_sample_counts",
     "write_figures",
 ]
 
@@ -319,6 +320,26 @@ def write_figures(
     return written + ([panels] if panels else [])
 
 
+def record_sample_counts(config: Mapping[str, Any], output_dir: Path) -> list[dict[str, Any]]:
+    """Log and write ``data.json``: the distinct training / validation samples of every shard
+    set the run reads (``data.kwargs.index_paths``; none for in-memory data modules)."""
+    from pipeline.stages.shards import sample_counts
+
+    counts = sample_counts(list(config["data"]["kwargs"].get("index_paths") or []))
+    for entry in counts:
+        log.info(
+            "%s: %d distinct training samples (%d videos), %d validation samples (%d videos)",
+            entry["index"],
+            entry["train_samples"],
+            entry["train_videos"],
+            entry["val_samples"],
+            entry["val_videos"],
+        )
+    total = sum(entry["train_samples"] for entry in counts)
+    write_json(output_dir / "data.json", {"train_samples": total, "sets": counts})
+    return counts
+
+
 def fit(config: Mapping[str, Any]) -> Path:
     """Train (or resume) the configured method; returns the output directory."""
     config = resolve_config(config)
@@ -331,6 +352,7 @@ def fit(config: Mapping[str, Any]) -> Path:
     trainer = build_trainer(config, output_dir)
     if trainer.is_global_zero:
         write_text(output_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        record_sample_counts(config, output_dir)
     last = output_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if last.exists() else None
     if ckpt_path:

@@ -51,3 +51,9 @@ def test_science_target_writes_summary_plot_and_verdict(tmp_path) -> None:
     log = (tmp_path / "results/tiny/logs/shards.log").read_text(encoding="utf-8")
     assert f"distinct training samples: {n_train} " in log
     assert f"{n_train} distinct training samples" in verdict
+    # ... and so did the training run; its validation EPE sits beside the guidance-only baselines
+    run = json.loads((tmp_path / "results/pretrain/cmp/tiny/data.json").read_text())
+    assert run["train_samples"] == n_train
+    assert "nearest_guidance" in verdict and "val/baseline_nearest_guidance" in (
+        tmp_path / "results/pretrain/cmp/tiny/logs/version_0/metrics.csv"
+    ).read_text(encoding="utf-8")

@@ -39,6 +39,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from models.baselines import baseline_epes
 from models.cmp import cmp_loss, cmp_model, predict_flow
 from models.figures import save_figure, to_rgb, validation_batches
 from models.methods.base import PretrainMethod
@@ -170,7 +171,13 @@ class CMPModule(PretrainMethod):
         flow = predict_flow(
             outputs["logits"], batch["flow"].shape[-2:], self.model.num_bins, self.model.max_flow
         )
-        return {"epe": endpoint_error(flow, batch["flow"], batch.get("valid"))}
+        metrics = {"epe": endpoint_error(flow, batch["flow"], batch.get("valid"))}
+        # what the guidance alone gives, on the same pixels: CMP must beat the nearest fill
+        # to count as propagating motion (models.baselines)
+        baselines = baseline_epes(batch["flow"], batch["sparse"], batch.get("valid"))
+        for name, value in baselines.items():
+            metrics[f"baseline_{name}"] = torch.as_tensor(value, device=flow.device)
+        return metrics
 
 
 # --------------------------------------------------------------------------- figures

@@ -12,8 +12,9 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
-from pipeline.shards import VideoInput, main_validate, write_shards
+from pipeline.shards import VideoInput, main_validate, read_index, write_shards
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,24 @@ def video_inputs(
             )
         )
     return inputs
+
+
+def sample_counts(index_paths: list[str | Path]) -> list[dict[str, Any]]:
+    """Per shard set: distinct training / validation samples and videos, from its index.json
+    (the shard stage prints them; every training run records them)."""
+    counts = []
+    for path in index_paths:
+        splits = read_index(path)["splits"]
+        counts.append(
+            {
+                "index": str(path),
+                "train_samples": int(splits["train"]["n_samples"]),
+                "train_videos": len(splits["train"]["videos"]),
+                "val_samples": int(splits["val"]["n_samples"]),
+                "val_videos": len(splits["val"]["videos"]),
+            }
+        )
+    return counts
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,11 +100,10 @@ def run(args: argparse.Namespace) -> int:
         "packed %s", {k: v for k, v in index.items() if k not in ("shards", "config", "rejected")}
     )
     # the figure that says whether pretraining can overfit: index.json records it too
-    splits = index["splits"]
+    (counts,) = sample_counts([Path(args.out_dir) / "index.json"])
     print(
-        f"distinct training samples: {splits['train']['n_samples']} "
-        f"from {len(splits['train']['videos'])} videos; validation samples: "
-        f"{splits['val']['n_samples']} from {len(splits['val']['videos'])} videos",
+        f"distinct training samples: {counts['train_samples']} from {counts['train_videos']} "
+        f"videos; validation samples: {counts['val_samples']} from {counts['val_videos']} videos",
         flush=True,
     )
     return 0

@@ -239,20 +239,47 @@ def benchmark_backbone():
     return next(iter(names.values()), "resnet18")
 
 
-def benchmark_overrides(wildcards, input, threads):
-    cfg = config["benchmark"]
+def pretrained_initialisations(input):
+    """random (the control), the trunk of every method in pretrain.methods, user weights."""
     inits = [{"name": "random", "backbone_path": None}]
     for method in PRETRAIN["methods"]:
         name = f"{method}-{PRETRAIN[method]['run']}"
         inits.append({"name": name, "backbone_path": getattr(input, method)})
-    inits.extend(cfg["extra_initialisations"])
-    sections = {
-        "output_dir": BENCH_DIR,
+    inits.extend(config["benchmark"]["extra_initialisations"])
+    return inits
+
+
+def benchmark_sections(cfg, output_dir, input, threads):
+    """A models.benchmark run config from a benchmark-shaped section (benchmark / science)."""
+    return {
+        "output_dir": output_dir,
         "backbone": benchmark_backbone(),
         "num_threads": threads,
         "seeds": cfg["seeds"],
-        "initialisations": inits,
+        "initialisations": pretrained_initialisations(input),
         "tasks": cfg["tasks"],
         "plot": {"dpi": cfg["dpi"]},
+    }
+
+
+def benchmark_overrides(wildcards, input, threads):
+    sections = benchmark_sections(config["benchmark"], BENCH_DIR, input, threads)
+    return [f"{key}={json.dumps(value)}" for key, value in sections.items()]
+
+
+def science_overrides(wildcards, input, threads):
+    """The science run config (models.science) as --set overrides."""
+    cfg = config["science"]
+    sections = {
+        "output_dir": SCIENCE_DIR,
+        "alpha": cfg["alpha"],
+        "benchmark": benchmark_sections(cfg, SCIENCE_DIR, input, threads),
+        "pretraining": [
+            {"name": f"{m}-{PRETRAIN[m]['run']}", "run_dir": pretrain_dir(m)}
+            for m in PRETRAIN["methods"]
+        ],
+        "shard_indexes": sorted(
+            {f"{d}/index.json" for m in PRETRAIN["methods"] for d in pretrain_shards(m)}
+        ),
     }
     return [f"{key}={json.dumps(value)}" for key, value in sections.items()]

@@ -5,34 +5,9 @@
 SCIENCE_DIR = f"{RESULTS}/science"
 
 
-def science_overrides(wildcards, input, threads):
-    """The science run config (models.science) as --set overrides."""
-    cfg = config["science"]
-    inits = [{"name": "random", "backbone_path": None}]
-    inits.append({"name": f"cmp-{PRETRAIN_CMP['run']}", "backbone_path": input.cmp})
-    inits.extend(config["benchmark"]["extra_initialisations"])
-    bench = {
-        "backbone": PRETRAIN_CMP["model"]["backbone"],
-        "num_threads": threads,
-        "seeds": cfg["seeds"],
-        "initialisations": inits,
-        "tasks": cfg["tasks"],
-        "plot": {"dpi": cfg["dpi"]},
-    }
-    sections = {
-        "output_dir": SCIENCE_DIR,
-        "alpha": cfg["alpha"],
-        "benchmark": bench,
-        "pretraining": [{"name": f"cmp-{PRETRAIN_CMP['run']}", "run_dir": CMP_DIR}],
-        "shard_indexes": [f"{d}/index.json" for d in input.shards],
-    }
-    return [f"{key}={json.dumps(value)}" for key, value in sections.items()]
-
-
 rule science_run:
     input:
-        cmp=rules.pretrain_cmp_run.output.backbone,
-        shards=[SHARDS_DIR.format(set=s) for s in cmp_sets()],
+        **pretrain_backbones(),
     output:
         summary=report(
             f"{SCIENCE_DIR}/summary.tsv",
