@@ -28,6 +28,7 @@ import json
 import logging
 import statistics
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,7 @@ def _run_one(
     init: Mapping[str, Any],
     data: tuple,
     seed: int,
+    features: tuple | None = None,
 ) -> dict[str, Any]:
     train, val, num_classes = data
     common = {
@@ -305,8 +307,27 @@ def _run_one(
             head_channels=int(task["head_channels"]),
         )
         return {**result, "value": result["miou"], "metric": "miou", "extract_seconds": None}
-    result = finetune.run_probe(**common)
+    result = finetune.run_probe(**common, features=features)
     return {**result, "value": result["top1"], "metric": "top1"}
+
+
+def _shared_probe_features(
+    config: Mapping[str, Any], task: Mapping[str, Any], init: Mapping[str, Any], data: tuple
+) -> tuple[tuple | None, float]:
+    """A probe's features under a weights file, extracted once for every seed (a fixed trunk);
+    ``(None, 0)`` for segmentation and for random init (a new trunk per seed)."""
+    if task["kind"] != "probe" or init["backbone_path"] is None:
+        return None, 0.0
+    start = time.perf_counter()
+    features = finetune.probe_features(
+        config["backbone"],
+        init["backbone_path"],
+        data[0][0],
+        data[1][0],
+        config["backbone_kwargs"],
+        config["accelerator"],
+    )
+    return features, time.perf_counter() - start
 
 
 def control_name(initialisations: Sequence[Mapping[str, Any]]) -> str:
@@ -413,9 +434,13 @@ def run_benchmark(config: Mapping[str, Any]) -> Path:
         runs: dict[str, list[dict[str, Any]]] = {}
         for init in config["initialisations"]:
             runs[init["name"]] = []
+            features, seconds = _shared_probe_features(config, task, init, data)
             for seed in config["seeds"]:
                 log.info("%s / %s / seed %d", task["name"], init["name"], seed)
-                runs[init["name"]].append(_run_one(config, task, init, data, int(seed)))
+                run = _run_one(config, task, init, data, int(seed), features)
+                if features is not None:
+                    run["extract_seconds"] = seconds
+                runs[init["name"]].append(run)
         for name, task_runs in runs.items():
             against = None if name == control else runs[control]
             rows.append(summarise(task, name, task_runs, device, against))

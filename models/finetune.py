@@ -95,6 +95,7 @@ __all__ = [
     "low_shot_indices",
     "mean_iou",
     "paired_test",
+    "probe_features",
     "run_probe",
     "run_segmentation",
     "synthetic_classification_arrays",
@@ -503,6 +504,24 @@ class LinearProbeModule(pl.LightningModule):
         )
 
 
+def probe_features(
+    arch: str,
+    weights: str | Path | None,
+    train_images: np.ndarray,
+    val_images: np.ndarray,
+    backbone_kwargs: Mapping[str, Any] | None = None,
+    accelerator: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features of the training and validation images under one trunk (random init
+    draws from torch's global RNG: seed first)."""
+    trunk, _ = build_trunk(arch, weights, backbone_kwargs)
+    device = "cuda" if _accelerator(accelerator) in ("gpu", "cuda") else "cpu"
+    return (
+        extract_features(trunk, train_images, device=device),
+        extract_features(trunk, val_images, device=device),
+    )
+
+
 def run_probe(
     *,
     arch: str,
@@ -518,28 +537,40 @@ def run_probe(
     weight_decay: float = 1.0e-4,
     backbone_kwargs: Mapping[str, Any] | None = None,
     accelerator: str = "auto",
+    features: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Linear probe: frozen trunk, pooled features, logistic regression; top-1 on ``val``.
 
+    ``features``: the trunk's pooled features of every training and validation image, computed
+    once by the caller (``probe_features``) — valid when ``weights`` fix the trunk, so the seeds
+    of one weights file share them; a random trunk differs per seed and must not pass them.
     Returns ``{"top1", "seconds_per_epoch" (median, head training), "epoch_seconds",
-    "extract_seconds" (features of both sets, once), "train_images"}``.
+    "extract_seconds" (features of both sets; 0 when given), "train_images"}``.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     pl.seed_everything(seed, workers=True)
     keep = low_shot_indices(len(train[0]), train_size, seed)
-    trunk, _ = build_trunk(arch, weights, backbone_kwargs)
-    device = "cuda" if _accelerator(accelerator) in ("gpu", "cuda") else "cpu"
-    start = time.perf_counter()
-    train_x = extract_features(trunk, train[0][keep], device=device)
-    val_x = extract_features(trunk, val[0], device=device)
-    extract_seconds = time.perf_counter() - start
+    extract_seconds = 0.0
+    if features is None:
+        start = time.perf_counter()
+        train_x, val_x = probe_features(
+            arch, weights, train[0][keep], val[0], backbone_kwargs, accelerator
+        )
+        extract_seconds = time.perf_counter() - start
+    else:
+        if len(features[0]) != len(train[0]) or len(features[1]) != len(val[0]):
+            raise ValueError("features must cover every training and validation image")
+        train_x, val_x = features[0][keep], features[1]
     train_y = torch.as_tensor(np.asarray(train[1])[keep], dtype=torch.long)
     val_y = torch.as_tensor(np.asarray(val[1]), dtype=torch.long)
     for name, y in (("train", train_y), ("val", val_y)):
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise ValueError(f"{name} labels outside [0, {num_classes})")
     std, mean = torch.std_mean(train_x, dim=0, unbiased=False)
+    # the head's init depends on the seed only, not on whether this call built a trunk: every
+    # initialisation of one seed starts its probe from the same head (a paired comparison)
+    torch.manual_seed(seed)
     module = LinearProbeModule(mean, std, num_classes, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(
