@@ -63,7 +63,17 @@ TINY = {
             },
         ],
     },
-}
+    # `snakemake science`: transfer tasks, two seeds (the paired test's minimum)
+    "science": {
+        "seeds": [0, 1],
+        "tasks": [
+            {"name": "seg_tex", "kind": "segmentation", "dataset": "textures", "size": 32,
+             "train_images": 8, "val_images": 4, "epochs": 1, "batch_size": 4},
+            {"name": "probe_tex", "kind": "probe", "dataset": "textures", "size": 32,
+             "train_images": 12, "val_images": 6, "epochs": 2},
+        ],
+    },
+}  # fmt: skip
 
 
 def _tsv(path):
@@ -153,3 +163,38 @@ def test_a_second_flow_method_computes_only_what_is_missing(tiny_run):
             if len(line.split()) == 2 and line.split()[1].isdigit()}  # fmt: skip
     assert jobs.get("flow_chunk") == 1  # both videos fit one chunk of the default size
     assert "synthesize" not in jobs and "ingest_chunk" not in jobs and "shots_chunk" not in jobs
+
+
+@pytest.mark.slow
+def test_science_target_writes_summary_plot_and_verdict(tiny_run) -> None:
+    # reuses the tiny run's shards and pretraining: only the science job runs
+    proc = run_snakemake(tiny_run, TINY, "science")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = tiny_run / "results" / "science"
+    with open(out / "summary.tsv", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [(r["task"], r["init"]) for r in rows] == [
+        ("seg_tex", "random"),
+        ("seg_tex", "cmp-tiny"),
+        ("probe_tex", "random"),
+        ("probe_tex", "cmp-tiny"),
+    ]
+    assert {r["dataset"] for r in rows} == {"textures"}
+    assert [r["verdict"] for r in rows[::2]] == ["control", "control"]
+    assert all(r["verdict"] in ("helps", "no difference", "hurts") for r in rows[1::2])
+    assert (out / "summary.png").read_bytes().startswith(b"\x89PNG")
+    verdict = (out / "verdict.md").read_text(encoding="utf-8")
+    assert verdict.startswith("# Does the pretraining help?")
+    assert "**cmp-tiny**" in verdict and "paired t-test" in verdict.lower()
+    # the shard stage printed and recorded the distinct training samples; the verdict repeats them
+    index = json.loads((tiny_run / "results/tiny/shards-dis_fast/index.json").read_text())
+    n_train = index["splits"]["train"]["n_samples"]
+    log = (tiny_run / "results/tiny/logs/shards.log").read_text(encoding="utf-8")
+    assert f"distinct training samples: {n_train} " in log
+    assert f"{n_train} distinct training samples" in verdict
+    # ... and so did the training run; its validation EPE sits beside the guidance-only baselines
+    run = json.loads((tiny_run / "results/pretrain/cmp/tiny/data.json").read_text())
+    assert run["train_samples"] == n_train
+    assert "nearest_guidance" in verdict and "val/baseline_nearest_guidance" in (
+        tiny_run / "results/pretrain/cmp/tiny/logs/version_0/metrics.csv"
+    ).read_text(encoding="utf-8")
