@@ -29,7 +29,14 @@ import torch  # noqa: E402
 from models.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from pipeline.atomic import atomic_path  # noqa: E402
 
-__all__ = ["plot_loss_curves", "read_metrics", "save_figure", "to_rgb", "validation_batches"]
+__all__ = [
+    "plot_loss_curves",
+    "plot_message",
+    "read_metrics",
+    "save_figure",
+    "to_rgb",
+    "validation_batches",
+]
 
 
 def read_metrics(log_root: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -100,6 +107,14 @@ def plot_loss_curves(
         handles, labels = handles + more_handles, labels + more_labels
     loss_axis.legend(handles, labels, loc="upper right")
     loss_axis.set_title(title)
+    return save_figure(fig, out_path)
+
+
+def plot_message(text: str, out_path: str | Path) -> Path:
+    """A small figure that only says ``text`` (an output that must exist but has nothing to show)."""
+    fig, axis = plt.subplots(figsize=(4, 2))
+    axis.text(0.5, 0.5, text, ha="center", va="center")
+    axis.axis("off")
     return save_figure(fig, out_path)
 
 

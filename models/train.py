@@ -317,7 +317,11 @@ def write_figures(
     options = {k: v for k, v in config["figures"].items() if k != "enabled"}
     draw = get_method(config["method"]).figures
     panels = draw(module, datamodule, figures / "val_predictions.png", **options)
-    return written + ([panels] if panels else [])
+    if panels is None:  # no validation split (e.g. one video): say so rather than fail the run
+        from models.figures import plot_message
+
+        panels = plot_message("no validation samples", figures / "val_predictions.png")
+    return [*written, panels]
 
 
 def record_sample_counts(config: Mapping[str, Any], output_dir: Path) -> list[dict[str, Any]]:

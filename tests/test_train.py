@@ -23,15 +23,28 @@ from models.synthetic import SyntheticDataModule, synthetic_sample
 from models.train import build_datamodule, default_config, fit, load_run_config
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.factory=models.synthetic.SyntheticDataModule",
-    "data.kwargs={num_train: 16, num_val: 4, size: 64, batch_size: 4}",
-    "model.backbone=resnet18",
-    "model.decoder_channels=32",
-    "trainer.log_every_n_steps=1",
-    "trainer.num_sanity_val_steps=0",
-    "figures.num_samples=2",
-]
+_TINY_MODEL = {
+    "cmp": "model.decoder_channels=32",
+    "motionmask": "model.head_channels=32",
+    "flowcls": "model.head_channels=32",
+}
+
+
+def tiny(method: str = "cmp") -> list[str]:
+    """Overrides of a seconds-long run of ``method`` on the synthetic scene (its own view)."""
+    return [
+        f"method={method}",
+        "data.factory=models.synthetic.SyntheticDataModule",
+        "data.kwargs={num_train: 16, num_val: 4, size: 64, batch_size: 4}",
+        "model.backbone=resnet18",
+        _TINY_MODEL[method],
+        "trainer.log_every_n_steps=1",
+        "trainer.num_sanity_val_steps=0",
+        "figures.num_samples=2",
+    ]
+
+
+TINY = tiny("cmp")
 
 
 def test_config_defaults_overrides_and_errors(tmp_path: Path) -> None:
@@ -125,15 +138,17 @@ def _checkpoint_step(path: Path) -> int:
     return int(torch.load(path, weights_only=True)["global_step"])
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["cmp", "motionmask", "flowcls"])
 def test_kill_9_then_rerun_resumes_from_last_checkpoint(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, method: str
 ) -> None:
     out = tmp_path / "run"
     run = tmp_path / "run.yaml"
     run.write_text(yaml.safe_dump({"output_dir": str(out)}))
     last = out / "checkpoints" / "last.ckpt"
     command = [sys.executable, "-m", "models.train", "fit", "--config", str(run)]
-    for item in [*TINY, "trainer.max_steps=100000", "trainer.checkpoint_every_n_steps=2"]:
+    for item in [*tiny(method), "trainer.max_steps=100000", "trainer.checkpoint_every_n_steps=2"]:
         command += ["--set", item]
     process = subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -158,7 +173,7 @@ def test_kill_9_then_rerun_resumes_from_last_checkpoint(
 
     # Rerun the same run (in-process, to save an interpreter start) with a nearby horizon.
     # checkpoint_every_n_steps differs on purpose: last.ckpt must still be the one refreshed.
-    config = load_run_config(run, [*TINY, f"trainer.max_steps={killed_at + 2}"])
+    config = load_run_config(run, [*tiny(method), f"trainer.max_steps={killed_at + 2}"])
     with caplog.at_level(logging.INFO):
         fit(config)
     assert f"resuming from {last}" in caplog.text

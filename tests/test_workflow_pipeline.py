@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import run_snakemake
 
+METHODS = ("cmp", "motionmask", "flowcls")
 TINY = {
     "video_sets": {"tiny": {"source": "synthetic", "videos": 2, "seed": 3}},
     "only_sets": ["tiny"],
@@ -26,7 +27,7 @@ TINY = {
     "guidance": {"kernel_size": 15, "grid_stride": 30},
     "shards": {"val_fraction": 0.5},
     "pretrain": {
-        "cmp": {
+        method: {
             "run": "tiny",
             "model": {"backbone": "resnet18"},
             "trainer": {
@@ -40,6 +41,7 @@ TINY = {
             "data": {"crop_size": 64, "batch_size": 2, "num_workers": 0},
             "figures": {"num_samples": 1},
         }
+        for method in METHODS
     },
     "benchmark": {
         "seeds": [0],
@@ -136,15 +138,15 @@ def test_mask_evaluation_and_its_benchmark_table(tiny_run):
 
 @pytest.mark.slow
 def test_pretraining_and_benchmark_ran_end_to_end(tiny_run):
-    run = tiny_run / "results/pretrain/cmp/tiny"
-    for name in ("backbone.pth", "figures/loss_curves.png", "figures/val_predictions.png"):
-        assert (run / name).is_file(), name
+    for method in METHODS:
+        run = tiny_run / f"results/pretrain/{method}/tiny"
+        for name in ("backbone.pth", "figures/loss_curves.png", "figures/val_predictions.png"):
+            assert (run / name).is_file(), (method, name)
     summary = _tsv(tiny_run / "results/benchmark/summary.tsv")
+    # Every method of pretrain.methods (default: all three) is another initialisation.
+    inits = ["random", *(f"{method}-tiny" for method in METHODS)]
     assert {(r["task"], r["init"]) for r in summary} == {
-        ("seg", "random"),
-        ("seg", "cmp-tiny"),
-        ("probe", "random"),
-        ("probe", "cmp-tiny"),
+        (task, init) for task in ("seg", "probe") for init in inits
     }
     assert all(0.0 <= float(r["mean"]) <= 1.0 for r in summary)
     assert (tiny_run / "results/benchmark/summary.png").is_file()

@@ -14,7 +14,9 @@ from typing import NamedTuple
 from models.methods.base import PretrainMethod
 from models.methods.cmp import CMPModule, write_cmp_panels
 from models.methods.cpfs import CPFSModule
+from models.methods.flowcls import FlowClsModule, write_flowcls_panels
 from models.methods.grouping_figures import write_cpfs_panels, write_s3_panels
+from models.methods.motionmask import MotionMaskModule, write_motionmask_panels
 from models.methods.s3 import S3Module
 
 __all__ = ["METHODS", "Method", "PretrainMethod", "get_method"]
@@ -30,6 +32,8 @@ METHODS: dict[str, Method] = {
     "cmp": Method(CMPModule, "cmp", write_cmp_panels),
     "cpfs": Method(CPFSModule, "cpfs", write_cpfs_panels),
     "s3": Method(S3Module, "s3", write_s3_panels),
+    "motionmask": Method(MotionMaskModule, "motion_masks", write_motionmask_panels),
+    "flowcls": Method(FlowClsModule, "cpfs", write_flowcls_panels),
 }
 
 

@@ -18,9 +18,9 @@ A method is registered in ``models/methods/__init__.py`` with its data view and 
 figure (``/work/notes/REFACTOR.md`` has the whole recipe).
 
 What is shared lives here: input checking, logging, the channels-last switch, SGD with momentum
-and a step schedule at fractions of ``max_steps`` (stepped per iteration; CMP Sec. 4, Pathak et
-al. Sec. 5 and Mahendran et al. Sec. 4 all train with SGD + step decay), and the "training
-starts at global step N" line the resume test reads.
+(CMP Sec. 4) or Adam (Mahendran et al. Sec. 4.1) and a step schedule at fractions of
+``max_steps`` (stepped per iteration), pooled validation counts, and the "training starts at
+global step N" line the resume test reads.
 """
 
 from __future__ import annotations
@@ -43,19 +43,32 @@ def step_schedule_optimizer(
     *,
     total_steps: int,
     lr: float,
-    momentum: float,
     weight_decay: float,
     lr_milestones: Sequence[float],
     lr_gamma: float,
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    betas: Sequence[float] = (0.9, 0.999),
 ) -> dict[str, Any]:
-    """SGD + MultiStepLR at ``lr_milestones`` × ``total_steps``, as Lightning's optimiser dict."""
+    """SGD (with ``momentum``) or Adam (with ``betas``, eps 1e-8) + MultiStepLR at
+    ``lr_milestones`` × ``total_steps`` (empty: constant lr), as Lightning's optimiser dict."""
     if any(not 0.0 < m <= 1.0 for m in lr_milestones):
         raise ValueError(f"lr_milestones are fractions of max_steps in (0, 1], got {lr_milestones}")
-    optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            parameters, lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
+    elif optimizer == "adam":
+        beta1, beta2 = (float(b) for b in betas)
+        opt = torch.optim.Adam(
+            parameters, lr=lr, betas=(beta1, beta2), eps=1e-8, weight_decay=weight_decay
+        )
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
     milestones = sorted({max(1, round(m * total_steps)) for m in lr_milestones})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=lr_gamma)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=lr_gamma)
     return {
-        "optimizer": optimizer,
+        "optimizer": opt,
         "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
     }
 
@@ -64,7 +77,8 @@ class PretrainMethod(pl.LightningModule):
     """Base LightningModule of a pretraining method: dict batch in, loss out (module docstring).
 
     Subclasses call ``super().__init__()``, then ``self.save_hyperparameters()`` (the optimiser
-    reads ``lr``, ``momentum``, ``weight_decay``, ``lr_milestones``, ``lr_gamma`` from the hparams)
+    reads ``lr``, ``weight_decay``, ``lr_milestones``, ``lr_gamma`` and, when present,
+    ``optimizer`` (sgd | adam), ``momentum``, ``betas`` from the hparams)
     and build ``self.model``; ``channels_last`` converts it on GPU runs.
     """
 
@@ -164,8 +178,10 @@ class PretrainMethod(pl.LightningModule):
             self.parameters(),
             total_steps=total,
             lr=hp.lr,
-            momentum=hp.momentum,
             weight_decay=hp.weight_decay,
             lr_milestones=hp.lr_milestones,
             lr_gamma=hp.lr_gamma,
+            optimizer=hp.get("optimizer", "sgd"),
+            momentum=hp.get("momentum", 0.9),
+            betas=hp.get("betas", (0.9, 0.999)),
         )
