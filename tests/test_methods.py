@@ -148,3 +148,26 @@ def test_registry_defaults_are_the_papers() -> None:
     assert default_config("motionmask")["output_dir"] == "results/pretrain/motionmask"
     with pytest.raises(ValueError, match="unknown config key 'model.num_bins'"):
         load_run_config(None, ["method=motionmask", "model.num_bins=3"])
+
+
+def test_schema_fills_method_sections_and_rejects_unknown_methods() -> None:
+    import copy
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import validate
+
+    repo = Path(__file__).resolve().parents[1]
+    schema = str(repo / "workflow/schemas/config.schema.yaml")
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    bad = copy.deepcopy(config)
+    validate(config, schema)
+    pretrain = config["pretrain"]
+    assert pretrain["methods"] == ["cmp", "motionmask", "flowcls"]
+    assert pretrain["flowcls"]["data"]["flow_bound"] == 56.0
+    assert pretrain["flowcls"]["optim"] == {**default_config("flowcls")["optim"]}
+    assert pretrain["motionmask"]["trainer"]["checkpoint_every_n_steps"] == 30
+    assert pretrain["motionmask"]["run"] == "demo" and pretrain["motionmask"]["sets"] == []
+    bad["pretrain"]["methods"] = ["cmp", "nope"]
+    with pytest.raises(Exception, match="nope"):
+        validate(bad, schema)

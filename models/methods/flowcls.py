@@ -11,7 +11,7 @@ cross-entropy is taken once for x and once for y (:func:`flow_to_classes`, :func
 Network: the CMP trunks + ``FCNHead`` with 2 × 16 logits per pixel, upsampled to the crop
 (``models.methods.dense``). The paper's baseline shares CPFS's sparse hypercolumn head over
 AlexNet (512 sampled pixels per image); the dense head is the same for every method here so the
-exported trunks compare (docs/DEVIATIONS.md).
+exported trunks compare (docs/METHODS.md).
 
 Validation (pooled over the epoch, valid pixels): class accuracy for x, y and their mean, beside
 the majority-class predictor: the most frequent class per axis among the training targets seen

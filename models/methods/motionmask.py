@@ -8,7 +8,7 @@ logistic loss on the positives and negatives only (Sec. 5.2): :func:`masked_logi
 Network: the CMP trunks (ResNet at stride 8 or the AlexNet-BN FCN) + ``FCNHead`` with one
 logit per pixel, upsampled to the crop (``models.methods.dense``). The paper's head is a fully
 connected layer of 56×56 outputs on AlexNet's fc7 over 227² crops (Sec. 4.1); the convolutional
-head keeps the exported trunk comparable with the other methods (docs/DEVIATIONS.md). The paper
+head keeps the exported trunk comparable with the other methods (docs/METHODS.md). The paper
 states no optimiser or schedule; the paper config uses Caffe's AlexNet reference solver (SGD lr
 0.01, momentum 0.9, weight decay 5e-4, ×0.1 steps), which is a choice, not the paper's.
 
