@@ -171,3 +171,24 @@ def test_schema_fills_method_sections_and_rejects_unknown_methods() -> None:
     bad["pretrain"]["methods"] = ["cmp", "nope"]
     with pytest.raises(Exception, match="nope"):
         validate(bad, schema)
+
+
+def test_motionmask_paper_config_builds_the_stride32_alexnet() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    paper = yaml.safe_load((repo / "configs/motionmask_alexnet_paper.yaml").read_text())
+    section = paper["pretrain"]["motionmask"]
+    config = load_run_config(None, ["method=motionmask"])
+    config["model"].update(section["model"])
+    config["optim"].update(section["optim"])
+    config["trainer"]["channels_last"] = False
+    module = build_module(config).eval()
+    assert module.backbone.output_stride == 32
+    with torch.no_grad():
+        logits = module(torch.zeros(1, 3, 224, 224))
+    assert logits.shape == (1, 224, 224)
+    with pytest.raises(ValueError, match="multiples of the trunk's stride 32"):
+        module(torch.zeros(1, 3, 232, 232))

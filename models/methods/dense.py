@@ -2,7 +2,8 @@
 
 Motion masks (Pathak et al. 2017, Sec. 5.2) and flow classification (Mahendran et al. 2018,
 "Baseline") both predict a label per pixel from ONE frame. Both use the same trunks as CMP
-(``models.backbones``: ResNet-50 / ResNet-18 at output stride 8, the AlexNet-BN FCN) and the
+(``models.backbones``: ResNet-50 / ResNet-18 at output stride 8, the AlexNet-BN FCN at stride 8
+or 32) and the
 benchmark's ``FCNHead`` (3×3 conv + BN + ReLU + 1×1 conv), whose logits are upsampled bilinearly
 to the input size, so the exported trunks of every method are directly comparable.
 """
@@ -37,7 +38,11 @@ class DenseNet(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
-        if image.shape[-1] % 8 or image.shape[-2] % 8:
-            raise ValueError(f"H and W must be multiples of 8, got {tuple(image.shape[-2:])}")
+        stride = int(getattr(self.backbone, "output_stride", 8))
+        if image.shape[-1] % stride or image.shape[-2] % stride:
+            raise ValueError(
+                f"H and W must be multiples of the trunk's stride {stride}, "
+                f"got {tuple(image.shape[-2:])}"
+            )
         logits = self.head(self.backbone(image))
         return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
