@@ -27,6 +27,7 @@ import argparse
 import copy
 import importlib
 import importlib.util
+import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -124,11 +125,16 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], prefix: str = "") 
 
 
 def parse_override(text: str) -> dict[str, Any]:
-    """``a.b=value`` (value parsed as YAML, so JSON works too) as the nested ``{a: {b: value}}``."""
+    """``a.b=value`` as the nested ``{a: {b: value}}``; the value is read as JSON when it is
+    JSON (the rules pass JSON), else as YAML. JSON first because PyYAML follows YAML 1.1, which
+    reads ``1e-08`` (no dot) as a string: Adam's eps arrived as text that way."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"--set expects key=value, got {text!r}")
-    value: Any = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = yaml.safe_load(raw) if raw.strip() else None
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value

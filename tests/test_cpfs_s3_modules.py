@@ -97,7 +97,7 @@ def test_entry_point_trains_resumes_stops_early_and_exports(method: str, tmp_pat
         "trainer.checkpoint_every_n_steps=2",
         "trainer.early_stopping_patience=50",
         "figures.num_samples=2",
-        'optim={"lr": 0.0001, "eps": 1e-08}',  # as Snakemake passes it: YAML reads 1e-08 as str
+        'optim={"lr": 0.0001, "eps": 1e-08}',  # as the rules pass it (JSON)
     ]
     if method == "cpfs":
         tiny += ["model.num_pixels=64", "model.hidden=16"]

@@ -20,7 +20,7 @@ from models.cmp import cmp_loss
 from models.figures import plot_loss_curves, read_metrics
 from models.methods.cmp import CMPModule, endpoint_error
 from models.synthetic import SyntheticDataModule, synthetic_sample
-from models.train import build_datamodule, default_config, fit, load_run_config
+from models.train import build_datamodule, default_config, fit, load_run_config, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 _TINY_MODEL = {
@@ -56,6 +56,12 @@ def test_config_defaults_overrides_and_errors(tmp_path: Path) -> None:
     assert config["data"]["kwargs"] == {"root": "/x", "k": [1, 2]}
     assert config["model"]["num_bins"] == default_config("cmp")["model"]["num_bins"] == 99
     assert config["optim"]["lr_milestones"] == pytest.approx([2 / 3.5, 3 / 3.5])
+    # JSON first (what the rules pass): YAML 1.1 alone would read 1e-08 as the string "1e-08"
+    assert parse_override("optim.eps=1e-08") == {"optim": {"eps": 1e-08}}
+    assert parse_override('run="1e-08"') == {"run": "1e-08"}
+    assert parse_override("run=demo") == {"run": "demo"}
+    assert parse_override("data.kwargs={a: 1}") == {"data": {"kwargs": {"a": 1}}}
+    assert parse_override("x=") == {"x": None}
     with pytest.raises(ValueError, match="unknown config key 'trainer.max_step'"):
         load_run_config(None, ["trainer.max_step=7"])
     with pytest.raises(ValueError, match="key=value"):

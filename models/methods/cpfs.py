@@ -185,7 +185,7 @@ class AdamMethod(PretrainMethod):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        # float(): a --set override passes JSON through YAML, which reads 1e-08 as a string
+        # float(): YAML 1.1 config files (PyYAML, Snakemake) read 1e-08 (no dot) as a string
         return torch.optim.Adam(
             self.parameters(),
             lr=float(hp.lr),
