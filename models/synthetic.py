@@ -101,7 +101,9 @@ def synthetic_sample(
     return out
 
 
-class _InMemory(Dataset):
+class InMemoryDataset(Dataset):
+    """A list of ready samples (tensor dicts) as a map-style Dataset."""
+
     def __init__(self, samples: list[dict[str, torch.Tensor]]) -> None:
         self.samples = samples
 
@@ -132,8 +134,8 @@ class SyntheticDataModule(pl.LightningDataModule):
             raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
         self.num_train, self.num_val, self.size = num_train, num_val, size
         self.batch_size, self.max_shift, self.seed, self.view = batch_size, max_shift, seed, view
-        self.train_set: _InMemory | None = None
-        self.val_set: _InMemory | None = None
+        self.train_set: InMemoryDataset | None = None
+        self.val_set: InMemoryDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -142,8 +144,8 @@ class SyntheticDataModule(pl.LightningDataModule):
         def make(i: int) -> dict[str, torch.Tensor]:
             return synthetic_sample(i, self.size, self.max_shift, seed=self.seed, view=self.view)
 
-        self.train_set = _InMemory([make(i) for i in range(self.num_train)])
-        self.val_set = _InMemory([make(self.num_train + i) for i in range(self.num_val)])
+        self.train_set = InMemoryDataset([make(i) for i in range(self.num_train)])
+        self.val_set = InMemoryDataset([make(self.num_train + i) for i in range(self.num_val)])
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from models.data import IMAGENET_MEAN, IMAGENET_STD
+from models.synthetic import InMemoryDataset
 from pipeline.flowio import log_normalise_flow
 from pipeline.synthetic import render_clip
 
@@ -66,17 +67,6 @@ def layer_samples(
     return out
 
 
-class _Samples(Dataset):
-    def __init__(self, samples: list[dict[str, torch.Tensor]]) -> None:
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return self.samples[index]
-
-
 class SyntheticLayersDataModule(pl.LightningDataModule):
     """Train clips seeds ``seed .. seed+train_clips-1``, validation clips the next ``val_clips``."""
 
@@ -102,10 +92,10 @@ class SyntheticLayersDataModule(pl.LightningDataModule):
         self.view, self.size, self.objects = view, tuple(int(s) for s in size), objects
         self.train_clips, self.val_clips, self.frames = train_clips, val_clips, frames_per_clip
         self.batch_size, self.seed, self.flow_bound = batch_size, seed, flow_bound
-        self.train_set: _Samples | None = None
-        self.val_set: _Samples | None = None
+        self.train_set: InMemoryDataset | None = None
+        self.val_set: InMemoryDataset | None = None
 
-    def _clips(self, seeds: range) -> _Samples:
+    def _clips(self, seeds: range) -> InMemoryDataset:
         samples: list[dict[str, torch.Tensor]] = []
         for s in seeds:
             samples += layer_samples(
@@ -116,7 +106,7 @@ class SyntheticLayersDataModule(pl.LightningDataModule):
                 objects=self.objects,
                 flow_bound=self.flow_bound,
             )
-        return _Samples(samples)
+        return InMemoryDataset(samples)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
