@@ -33,9 +33,18 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-__all__ = ["PretrainMethod", "step_schedule_optimizer"]
+__all__ = ["PretrainMethod", "masked_mean", "step_schedule_optimizer"]
 
 log = logging.getLogger("models.train")
+
+
+def masked_mean(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-pixel ``values`` over the pixels where ``valid`` is True (all when None);
+    ``valid`` is reshaped to ``values``' shape. No valid pixel gives 0, still with a graph."""
+    if valid is None:
+        return values.mean()
+    weight = valid.reshape(values.shape).to(values.dtype)
+    return (values * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def step_schedule_optimizer(

@@ -42,7 +42,7 @@ from torch import nn
 from models.baselines import baseline_epes
 from models.cmp import cmp_loss, cmp_model, predict_flow
 from models.figures import save_figure, to_rgb, validation_batches
-from models.methods.base import PretrainMethod
+from models.methods.base import PretrainMethod, masked_mean
 from pipeline.viz import draw_guidance_arrows, flow_to_color
 
 __all__ = [
@@ -61,10 +61,7 @@ def endpoint_error(
     if pred_flow.shape != target_flow.shape:
         raise ValueError(f"shapes differ: {tuple(pred_flow.shape)} vs {tuple(target_flow.shape)}")
     epe = (pred_flow.float() - target_flow.float()).square().sum(dim=1).sqrt()
-    if valid is None:
-        return epe.mean()
-    weight = valid.reshape(epe.shape).to(epe.dtype)
-    return (epe * weight).sum() / weight.sum().clamp(min=1.0)
+    return masked_mean(epe, valid)
 
 
 class CMPModule(PretrainMethod):

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.figures import save_figure, to_rgb, validation_batches
-from models.methods.base import PretrainMethod
+from models.methods.base import PretrainMethod, masked_mean
 from models.methods.dense import DenseNet
 
 __all__ = ["FlowClsModule", "flow_to_classes", "flowcls_loss", "write_flowcls_panels"]
@@ -66,10 +66,7 @@ def flowcls_loss(
     per_axis = logits.float().reshape(batch, 2, num_classes, height, width)
     losses = [F.cross_entropy(per_axis[:, a], target[:, a], reduction="none") for a in (0, 1)]
     total = losses[0] + losses[1]  # (B, H, W)
-    if valid is None:
-        return total.mean()
-    weight = valid.reshape(total.shape).to(total.dtype)
-    return (total * weight).sum() / weight.sum().clamp(min=1.0)
+    return masked_mean(total, valid)
 
 
 class FlowClsModule(PretrainMethod):

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.backbones import build_backbone
+from models.methods.base import masked_mean
 from models.methods.cpfs import ADAM_DEFAULTS, AdamMethod
 
 __all__ = [
@@ -122,10 +123,7 @@ def affine_motion_loss(
         segments = segments * valid.to(segments.dtype)
     fitted = recombined_affine_flow(segments, flow, ridge)
     residual = ((fitted - flow).square().sum(1) + epsilon**2).sqrt() - epsilon
-    if valid is None:
-        return residual.mean()
-    weight = valid.reshape(residual.shape).to(residual.dtype)
-    return (residual * weight).sum() / weight.sum().clamp(min=1.0)
+    return masked_mean(residual, valid)
 
 
 def soft_magnitude_histogram(
