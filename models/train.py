@@ -88,7 +88,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "checkpoint_every_n_steps": 1000,
         "keep_checkpoints": 0,
         "gradient_clip_val": None,
-        "enable_progress_bar": False,
+        "enable_progress_bar": True,
         "early_stopping_patience": None,
     },
     "data": {"factory": "models.data.ShardDataModule", "kwargs": {}},
