@@ -1,0 +1,33 @@
+"""Workflow profiles: the CPU profile covers every training rule and lets them run side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from models.methods import METHODS
+
+PROFILES = Path(__file__).resolve().parents[1] / "profiles"
+
+
+def _profile(name: str) -> dict:
+    return yaml.safe_load((PROFILES / name / "config.yaml").read_text())
+
+
+def test_cpu_profile_gives_every_training_rule_one_thread():
+    # a method added to the registry without an entry here would silently take all cores again
+    threads = _profile("cpu")["set-threads"]
+    assert threads == {f"pretrain_{m}_run": 1 for m in METHODS}
+
+
+def test_cpu_profile_lets_more_training_jobs_run_than_the_default_profile():
+    # the default's single gpu token serialises training; the CPU profile must not
+    assert _profile("default")["resources"]["gpu"] == 1
+    assert _profile("cpu")["resources"]["gpu"] >= len(METHODS)
+
+
+def test_cpu_profile_keeps_the_default_profiles_run_behaviour():
+    default, cpu = _profile("default"), _profile("cpu")
+    for key in ("cores", "keep-going", "rerun-incomplete", "printshellcmds"):
+        assert cpu[key] == default[key], key
