@@ -3,6 +3,8 @@ complete run only re-exports; a kill -9 during the rewrite leaves nothing a reru
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import subprocess
 import sys
@@ -143,3 +145,25 @@ def test_completion_reads_the_mark_the_step_and_early_stopping() -> None:
     assert completion(early, 60, path) == "early_stopping"  # it would have stopped there again
     with pytest.raises(FinishedRunError, match="no optimizer state"):
         completion({"global_step": 3, "state_dict": {}}, 60, path)
+
+
+def _saved_bytes(obj: object) -> int:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.tell()
+
+
+def test_embedded_default_pretraining_fits_120_mb() -> None:
+    """Issue 18: results/pretrain of the embedded default <= 120 MB. Per method of
+    pretrain.methods: the final (weights-only) last.ckpt is the state_dict plus a few kB, and
+    backbone.pth the trunk; 5 MB are left for figures, logs and configs."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))["pretrain"]
+    total = 0
+    for method in config["methods"]:
+        section = config[method]
+        assert section.get("trainer", {}).get("final_checkpoint", "weights") == "weights"
+        run = load_run_config(None, [f"method={method}", f"model={json.dumps(section['model'])}"])
+        module = build_module(resolve_config(run))
+        total += _saved_bytes({"state_dict": module.state_dict()})
+        total += _saved_bytes(export_trunk_state_dict(module.backbone))
+    assert total < 115e6, total
