@@ -5,6 +5,9 @@ the chosen stage's job has started (its log file appears), kills the whole group
 at a seeded random moment (a crashed node), unlocks, reruns, and compares every output file with an
 uninterrupted run's (sha256; logs, benchmark timings and chunk manifests, which hold seconds,
 are left out; ingest records hold the absolute video path, so the run folder is masked).
+The benchmark (fine-tuning) job is killed the same way at a seeded point of its runs and rerun
+directly (its inputs are trunk weights files). Pretraining's kill -9 test is in test_train.py,
+the kill during the final-checkpoint rewrite in test_checkpoints.py.
 """
 
 import hashlib
