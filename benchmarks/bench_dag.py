@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import resource
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "benchmarks/out/dag.json"))
     args = ap.parse_args(argv)
+    load_before = os.getloadavg()
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
         for n in args.videos:
@@ -96,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
     out = {
         "benchmark": "snakemake -n of the whole DAG on empty video files",
-        "machine": f"{platform.processor() or platform.machine()}, 2 cores shared (loaded)",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        # 1/5/15-minute load averages before and after: how quiet the machine was
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,9 @@ layout from the environment), and writes into ``output_dir``: ``checkpoints/last
 ``step=N.ckpt``), CSV logs under ``logs/version_K/`` (TensorBoard too when installed),
 ``config.yaml`` (the resolved config), ``backbone.pth`` (trunk weights only, torchvision key
 names for ResNets) and ``figures/`` (``loss_curves.png``, ``val_predictions.png``). Rerunning the
-same command resumes from ``last.ckpt``.
+same command resumes from ``last.ckpt``; once training is complete, ``last.ckpt`` keeps the
+weights only (``trainer.final_checkpoint``, ``models.checkpoints``) and a rerun rewrites the
+outputs without training.
 
 The data side is pluggable: ``data.factory`` names a DataModule class or function by dotted path
 (default ``models.data.ShardDataModule``), called with ``view=`` the method's view and
@@ -41,6 +43,14 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from models.backbones import export_trunk_state_dict
+from models.checkpoints import (
+    FINAL_CHECKPOINT_MODES,
+    FinishedRunError,
+    RunCheckpoint,
+    completion,
+    load_checkpoint,
+    slim_final_checkpoints,
+)
 from models.methods import PretrainMethod, get_method
 from pipeline.atomic import atomic_path, write_json, write_text
 
@@ -87,6 +97,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "num_sanity_val_steps": 2,
         "checkpoint_every_n_steps": 1000,
         "keep_checkpoints": 0,
+        "final_checkpoint": "weights",
         "gradient_clip_val": None,
         "enable_progress_bar": True,
         "early_stopping_patience": None,
@@ -182,6 +193,11 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
         trainer["channels_last"] = on_gpu
     if int(trainer["max_steps"]) < 1:
         raise ValueError(f"trainer.max_steps must be >= 1, got {trainer['max_steps']}")
+    if trainer["final_checkpoint"] not in FINAL_CHECKPOINT_MODES:
+        raise ValueError(
+            f"trainer.final_checkpoint must be one of {FINAL_CHECKPOINT_MODES}, "
+            f"got {trainer['final_checkpoint']!r}"
+        )
     return resolved
 
 
@@ -226,12 +242,13 @@ def build_module(config: Mapping[str, Any]) -> PretrainMethod:
 def build_trainer(config: Mapping[str, Any], output_dir: Path) -> pl.Trainer:
     """Trainer writing checkpoints / logs under ``output_dir`` (config must be resolved)."""
     t = config["trainer"]
-    checkpoint = ModelCheckpoint(
+    checkpoint = RunCheckpoint(
         dirpath=output_dir / "checkpoints",
         filename="step={step}",
         auto_insert_metric_name=False,
         monitor=None,  # keep the latest: resuming wants the newest state, not the best
-        # last.ckpt is the resume state and, once the run ends, the final checkpoint; periodic
+        # last.ckpt is the resume state and, once the run ends, the final checkpoint (written at
+        # the last step; weights only with trainer.final_checkpoint: weights); periodic
         # step=N.ckpt copies (a full model + optimizer state each) only when asked for
         save_top_k=int(t["keep_checkpoints"]),
         save_last=True,
@@ -351,7 +368,11 @@ def record_sample_counts(config: Mapping[str, Any], output_dir: Path) -> list[di
 
 
 def fit(config: Mapping[str, Any]) -> Path:
-    """Train (or resume) the configured method; returns the output directory."""
+    """Train (or resume) the configured method; returns the output directory.
+
+    A run whose ``last.ckpt`` says it is complete (``models.checkpoints.completion``) is not
+    trained again: its weights are loaded and only the outputs (backbone, figures) are rewritten.
+    Once training is complete, ``trainer.final_checkpoint: weights`` slims its checkpoints."""
     config = resolve_config(config)
     output_dir = Path(config["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -363,17 +384,29 @@ def fit(config: Mapping[str, Any]) -> Path:
     if trainer.is_global_zero:
         write_text(output_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         record_sample_counts(config, output_dir)
+    max_steps = int(config["trainer"]["max_steps"])
     last = output_dir / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if last.exists() else None
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if trainer.is_global_zero:
-        if config["trainer"]["early_stopping_patience"] is not None:
-            restore_best(module, output_dir)
-        write_backbone(module, output_dir / "backbone.pth")
-        if config["figures"]["enabled"]:
-            write_figures(config, module, datamodule, output_dir)
+    done = completion(load_checkpoint(last), max_steps, last) if last.exists() else None
+    if done is not None:
+        log.info("%s: training is complete (%s); writing the outputs only", last, done)
+        module.load_state_dict(load_checkpoint(last)["state_dict"])
+    else:
+        ckpt_path = str(last) if last.exists() else None
+        if ckpt_path:
+            log.info("resuming from %s", ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if not trainer.is_global_zero:
+        return output_dir
+    if done is None and last.exists():  # trainer.fit returns only once training is complete
+        done = completion(load_checkpoint(last), max_steps, last)
+    if done is not None and config["trainer"]["final_checkpoint"] == "weights":
+        for path in slim_final_checkpoints(last.parent, done, max_steps):
+            log.info("%s: rewritten with the weights only (training is complete)", path)
+    if config["trainer"]["early_stopping_patience"] is not None:
+        restore_best(module, output_dir)
+    write_backbone(module, output_dir / "backbone.pth")
+    if config["figures"]["enabled"]:
+        write_figures(config, module, datamodule, output_dir)
     return output_dir
 
 
@@ -400,7 +433,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_run_config(args.config, args.overrides)
     except ValueError as error:
         parser.error(str(error))
-    fit(config)
+    try:
+        fit(config)
+    except FinishedRunError as error:
+        log.error("%s", error)
+        return 1
     return 0
 
 

@@ -101,7 +101,8 @@ def test_entry_point_trains_resumes_stops_early_and_exports(method: str, tmp_pat
     ]
     if method == "cpfs":
         tiny += ["model.num_pixels=64", "model.hidden=16"]
-    fit(load_run_config(None, [*tiny, "trainer.max_steps=2"]))
+    # training on past a completed run's max_steps needs its full resume state
+    fit(load_run_config(None, [*tiny, "trainer.max_steps=2", "trainer.final_checkpoint=full"]))
     with caplog.at_level(logging.INFO):
         fit(load_run_config(None, [*tiny, "trainer.max_steps=4"]))
     assert "training starts at global step 2" in caplog.text

@@ -5,9 +5,13 @@ the chosen stage's job has started (its log file appears), kills the whole group
 at a seeded random moment (a crashed node), unlocks, reruns, and compares every output file with an
 uninterrupted run's (sha256; logs, benchmark timings and chunk manifests, which hold seconds,
 are left out; ingest records hold the absolute video path, so the run folder is masked).
+The benchmark (fine-tuning) job is killed the same way at a seeded point of its runs and rerun
+directly (its inputs are trunk weights files). Pretraining's kill -9 test is in test_train.py,
+the kill during the final-checkpoint rewrite in test_checkpoints.py.
 """
 
 import hashlib
+import json
 import os
 import random
 import resource
@@ -133,3 +137,110 @@ def test_full_disk_mid_stage_fails_clearly_and_leaves_nothing_to_trust(tmp_path)
     flow = work / SET / "flow-dis_fast"
     assert not list(flow.rglob("pairs.tsv")) and not list(flow.rglob("*.chunk.tsv"))
     assert not list(flow.rglob("*.tmp")), "a temporary file was left behind"
+
+
+# --------------------------------------------------------------------------- benchmark job
+# The benchmark job (rule benchmark_run: python -m models.benchmark) on a tiny config: random
+# init + one weights file, a segmentation and a probe task, two seeds (8 fine-tuning runs).
+BENCH_TASKS = [
+    {"name": "seg", "kind": "segmentation", "size": 32, "train_images": 8, "val_images": 4,
+     "epochs": 1, "batch_size": 4},
+    {"name": "probe", "kind": "probe", "size": 32, "train_images": 16, "val_images": 8,
+     "epochs": 2},
+]  # fmt: skip
+BENCH_RUNS = len(BENCH_TASKS) * 2 * 2  # tasks x initialisations x seeds
+# summary.tsv columns that hold measured seconds: the only ones two runs may differ in
+TIMING_COLUMNS = ("seconds_per_epoch", "extract_seconds")
+
+
+def _benchmark_cmd(out: Path, weights: Path) -> list[str]:
+    sets = {
+        "output_dir": str(out),
+        "backbone": "resnet18",
+        "accelerator": "cpu",
+        "num_threads": 1,
+        "seeds": [0, 1],
+        "initialisations": [
+            {"name": "random", "backbone_path": None},
+            {"name": "trunk", "backbone_path": str(weights)},
+        ],
+        "tasks": BENCH_TASKS,
+    }
+    command = [sys.executable, "-m", "models.benchmark"]
+    for key, value in sets.items():
+        command += ["--set", f"{key}={json.dumps(value)}"]
+    return command
+
+
+def _benchmark_outputs(out: Path) -> dict[str, bytes]:
+    """Every file the job leaves (temporary ones too), summary.tsv without its timing columns."""
+    files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+    if "summary.tsv" in files:
+        lines = files["summary.tsv"].decode().splitlines()
+        header = lines[0].split("\t")
+        keep = [i for i, name in enumerate(header) if name not in TIMING_COLUMNS]
+        assert len(keep) == len(header) - len(TIMING_COLUMNS)
+        masked = ["\t".join(line.split("\t")[i] for i in keep) for line in lines]
+        files["summary.tsv"] = "\n".join(masked).encode()
+    return files
+
+
+@pytest.fixture(scope="module")
+def bench_weights(tmp_path_factory) -> Path:
+    """A trunk weights file as models.train exports it (torchvision names, no classifier)."""
+    import torch
+
+    from models.backbones import build_backbone, export_trunk_state_dict
+
+    torch.manual_seed(7)
+    trunk, _ = build_backbone("resnet18")
+    path = tmp_path_factory.mktemp("weights") / "backbone.pth"
+    torch.save(export_trunk_state_dict(trunk), path)
+    return path
+
+
+@pytest.mark.slow
+def test_kill_9_mid_benchmark_then_rerun_gives_the_same_outputs(bench_weights, tmp_path):
+    """kill -9 of the benchmark job after a seeded number of its fine-tuning runs started (+ a
+    seeded fraction of a second), rerun: the outputs equal an uninterrupted run's byte for byte,
+    except summary.tsv's measured seconds."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    reference = tmp_path / "reference"
+    done = subprocess.run(
+        _benchmark_cmd(reference, bench_weights), cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = _benchmark_outputs(reference)
+    assert set(expected) == {"config.yaml", "summary.tsv", "summary.png"}
+
+    out = tmp_path / "killed"
+    log = tmp_path / "killed.log"
+    chance = random.Random("benchmark")
+    started_runs, delay = chance.randint(1, BENCH_RUNS), chance.uniform(0.0, 0.5)
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(
+            _benchmark_cmd(out, bench_weights), cwd=REPO, env=env, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+        deadline = time.monotonic() + 600
+        while log.read_text().count(" / seed ") < started_runs:
+            assert proc.poll() is None, f"the job ended before run {started_runs} started"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "summary.tsv").exists(), "killed too late: the job had finished"
+
+    rerun = subprocess.run(
+        _benchmark_cmd(out, bench_weights), cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    got = _benchmark_outputs(out)
+    # the run folder's path is part of config.yaml (output_dir): compare it masked
+    got["config.yaml"] = got["config.yaml"].replace(str(out).encode(), b"<OUT>")
+    expected["config.yaml"] = expected["config.yaml"].replace(str(reference).encode(), b"<OUT>")
+    assert got == expected

@@ -163,7 +163,9 @@ def test_schema_fills_method_sections_and_rejects_unknown_methods() -> None:
     bad = copy.deepcopy(config)
     validate(config, schema)
     pretrain = config["pretrain"]
-    assert pretrain["methods"] == ["cmp", "motionmask", "flowcls"]
+    # the embedded default trains CMP only; the other methods keep their sections and targets
+    assert pretrain["methods"] == ["cmp"]
+    assert pretrain["cmp"]["trainer"]["final_checkpoint"] == "weights"  # the schema's default
     assert pretrain["flowcls"]["data"]["flow_bound"] == 56.0
     assert pretrain["flowcls"]["optim"] == {**default_config("flowcls")["optim"]}
     assert pretrain["motionmask"]["trainer"]["checkpoint_every_n_steps"] == 30
