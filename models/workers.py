@@ -18,7 +18,9 @@ runs single-threaded:
 * The environment of the workers (``OMP_NUM_THREADS`` etc. = 1) covers libraries initialised
   in a fresh interpreter before the worker's init function runs.
 
-:class:`ThreadLimitedLoader` is a ``DataLoader`` that does all of this whenever it starts workers.
+:class:`ThreadLimitedLoader` is a ``DataLoader`` that does all of this whenever it starts workers;
+with ``reuse_batch_memory`` its workers also collate into reusable shared memory
+(``models/shm_batches.py``: most of a worker's system time went to fresh shared memory per batch).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import cv2
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 from torch.utils.data import DataLoader
+
+from models.shm_batches import PooledCollate
 
 __all__ = ["THREAD_ENV", "ThreadLimitedLoader", "limit_worker_threads", "worker_thread_counts"]
 
@@ -104,15 +108,29 @@ class ThreadLimitedLoader(DataLoader):
     """A ``DataLoader`` whose workers run single-threaded (see the module docstring).
 
     A ``worker_init_fn`` given by the caller runs after the thread limits are set.
+    ``reuse_batch_memory``: without a ``collate_fn`` of the caller's, workers collate into
+    :class:`models.shm_batches.PooledCollate` buffers (``prefetch_factor + 3`` per worker).
     """
 
-    def __init__(self, *args: Any, worker_init_fn: Callable[[int], None] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args: Any,
+        worker_init_fn: Callable[[int], None] | None = None,
+        reuse_batch_memory: bool = False,
+        **kwargs: Any,
+    ) -> None:
         # A partial of module-level functions: it pickles for spawn and forkserver workers.
         init = functools.partial(_init_worker, worker_init_fn)
+        workers = kwargs.get("num_workers", 0)
+        if reuse_batch_memory and workers > 0 and kwargs.get("collate_fn") is None:
+            prefetch = kwargs.get("prefetch_factor") or 2
+            kwargs["collate_fn"] = PooledCollate(workers, slots=prefetch + 3)
         super().__init__(*args, worker_init_fn=init, **kwargs)
 
     def _get_iterator(self) -> Any:
         if self.num_workers == 0:
             return super()._get_iterator()
+        if isinstance(self.collate_fn, PooledCollate):
+            self.collate_fn.new_generation()  # flags for the workers about to start
         with single_threaded_children():  # the workers start in here
             return super()._get_iterator()
