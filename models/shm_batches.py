@@ -27,7 +27,7 @@ Falls back to ``default_collate`` (fresh shared memory, as before) outside a wor
 all of a worker's slots are in use (e.g. a consumer keeping every batch).
 Limit: a batch that the main process forwards to *another* process is released when the main
 process drops it; do not forward loader batches between processes with this on
-(``data.reuse_batch_memory: false``).
+(``data.reuse_worker_memory: false``).
 """
 
 from __future__ import annotations

@@ -307,7 +307,7 @@ def test_reused_batch_memory_gives_the_batches_of_fresh_shared_memory(shard_sets
     common.update(num_workers=2, multiprocessing_context="fork", samples_per_epoch=60)
 
     def run(reuse: bool) -> tuple[list[dict[str, torch.Tensor]], set[int]]:
-        module = md.CMPDataModule(shard_sets, [1.0, 1.0], reuse_batch_memory=reuse, **common)
+        module = md.CMPDataModule(shard_sets, [1.0, 1.0], reuse_worker_memory=reuse, **common)
         out, buffers = [], set()
         for batch in module.train_dataloader():
             fd, _ = batch["image"].untyped_storage()._share_fd_cpu_()  # its own, no copy

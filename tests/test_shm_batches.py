@@ -31,7 +31,7 @@ class Samples(Dataset):
 def _loader(pooled: bool, workers: int = 1, context: str = "fork") -> DataLoader:
     kwargs = dict(batch_size=4, num_workers=workers, multiprocessing_context=context)
     if pooled:
-        return ThreadLimitedLoader(Samples(), reuse_batch_memory=True, **kwargs)
+        return ThreadLimitedLoader(Samples(), reuse_worker_memory=True, **kwargs)
     return DataLoader(Samples(), **kwargs)
 
 
