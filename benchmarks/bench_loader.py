@@ -22,8 +22,18 @@ shorter side is 416, forward flow by OpenCV DIS (fast preset), written as the fl
    joined). This part keeps the parent's thread settings at their defaults; ``--pools N`` gives
    the default loader's workers the OpenCV / BLAS pools of an N-core machine (emulation).
 
-Medians of ``--repeats`` runs. JSON to benchmarks/out/loader.json (loader_threads.json for part 3).
-Usage: python benchmarks/bench_loader.py [--pairs-per-clip 24] [--repeats 3] [--part all|threads]
+4. Workers' system time (``--part sys``, issue 17): the HDF5 CMP loader as a plain ``DataLoader``
+   (before issue 17), as on main before shared-memory reuse (``ThreadLimitedLoader``, default
+   collate: a fresh shared-memory file per batch) and with ``reuse_worker_memory``
+   (``models/shm_batches.py``), 1, 2 and 4 fork workers, alternating. Per sample, in steady state
+   (after ``2 x workers`` batches, so worker start-up is excluded): each worker's own
+   ``getrusage`` (system / user CPU, minor page faults, voluntary / involuntary context
+   switches) recorded after every sample into shared memory, and the main process's system time
+   and page faults while it reads every byte of each batch (as training does).
+
+Medians of ``--repeats`` runs. JSON to benchmarks/out/loader.json (loader_threads.json for part 3,
+loader_sys.json for part 4).
+Usage: python benchmarks/bench_loader.py [--pairs-per-clip 24] [--repeats 3] [--part all|threads|sys]
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing as mp
 import os
 import platform
 import resource
@@ -44,7 +55,7 @@ import cv2
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from models import data as md
 from models.workers import ThreadLimitedLoader
@@ -67,6 +78,7 @@ LAYOUT_VARIANTS = {
 }
 OUT = Path(__file__).resolve().parent / "out" / "loader.json"
 OUT_THREADS = OUT.with_name("loader_threads.json")
+OUT_SYS = OUT.with_name("loader_sys.json")
 THREAD_WORKERS = (1, 2, 4)
 
 
@@ -272,15 +284,20 @@ def print_threads(figures: dict) -> None:
     print(f"system time per sample at 2 workers, default / one thread: {ratio}x -> {OUT_THREADS}")
 
 
+def cmp_shard_dataset(root: Path, pairs_per_clip: int) -> md.ShardDataset:
+    """The benchmark clips as ``raw`` shards under ``root``, read as the CMP training view."""
+    videos = write_loose(root / "loose", pairs_per_clip, SHORT_SIDE)
+    sh.write_shards(videos, root / "shards", layout="raw", val_fraction=0.0, target_mb=256)
+    return md.ShardDataset(
+        [root / "shards" / "index.json"], view="cmp", crop_size=CROP, guidance=GUIDANCE, seed=0
+    )
+
+
 def main_threads(args: argparse.Namespace) -> None:
     """Part 3 only; the parent's thread pools stay at their defaults, as in training."""
     root = Path(tempfile.mkdtemp(prefix="bench_loader_threads_"))
     try:
-        videos = write_loose(root / "loose", args.pairs_per_clip, SHORT_SIDE)
-        sh.write_shards(videos, root / "shards", layout="raw", val_fraction=0.0, target_mb=256)
-        dataset = md.ShardDataset(
-            [root / "shards" / "index.json"], view="cmp", crop_size=CROP, guidance=GUIDANCE, seed=0
-        )
+        dataset = cmp_shard_dataset(root, args.pairs_per_clip)
         figures = thread_figures(dataset, args.repeats, args.samples, args.pools)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -297,6 +314,150 @@ def main_threads(args: argparse.Namespace) -> None:
     OUT_THREADS.parent.mkdir(parents=True, exist_ok=True)
     OUT_THREADS.write_text(json.dumps(result, indent=1))
     print_threads(figures)
+
+
+RUSAGE_FIELDS = ("ru_stime", "ru_utime", "ru_minflt", "ru_nvcsw", "ru_nivcsw")
+# Loader before issue 17, main before shared-memory reuse, and with it (part 4).
+SYS_VARIANTS = {
+    "plain_dataloader": (DataLoader, {}),
+    "main_fresh_shm": (ThreadLimitedLoader, {}),
+    "reused_shm": (ThreadLimitedLoader, {"reuse_worker_memory": True}),
+}
+
+
+class SelfTimed(Dataset):
+    """``dataset`` whose workers write their own rusage and sample count after every sample."""
+
+    def __init__(self, dataset: Dataset, workers: int) -> None:
+        self.dataset, self.workers, self.count = dataset, workers, 0
+        width = len(RUSAGE_FIELDS) + 1
+        self.rows = mp.get_context("fork").Array("d", width * workers, lock=False)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        out = self.dataset[key]
+        info = get_worker_info()
+        if info is not None:
+            self.count += 1
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            row = [getattr(usage, name) for name in RUSAGE_FIELDS] + [self.count]
+            self.rows[info.id * len(row) : (info.id + 1) * len(row)] = row
+        return out
+
+    def totals(self) -> np.ndarray:
+        return np.asarray(self.rows[:]).reshape(self.workers, -1).sum(0)
+
+
+def sys_run(dataset: Dataset, variant: str, workers: int, n_samples: int, r: int) -> dict:
+    """One fork loader run: steady-state per-sample worker and main-process figures."""
+    cls, options = SYS_VARIANTS[variant]
+    timed = SelfTimed(dataset, workers)
+    keys = [
+        (int(i), 1000 * r + k)
+        for k, i in enumerate(np.random.default_rng(r).integers(0, len(dataset), n_samples))
+    ]
+    loader = cls(
+        timed,
+        batch_size=BATCH,
+        sampler=keys,
+        num_workers=workers,
+        multiprocessing_context="fork",
+        **options,
+    )
+    iterator = iter(loader)
+    for _ in range(2 * workers):  # worker start-up and the first batches stay outside
+        next(iterator)
+    first, main0, start = (
+        timed.totals(),
+        resource.getrusage(resource.RUSAGE_SELF),
+        time.perf_counter(),
+    )
+    received = 0
+    for batch in iterator:
+        for tensor in batch.values():  # read every byte, as the training step would
+            tensor.view(torch.uint8).max()  # no wider temporary
+        received += BATCH
+    seconds = time.perf_counter() - start
+    delta, main1 = timed.totals() - first, resource.getrusage(resource.RUSAGE_SELF)
+    del iterator, loader
+    n = delta[-1]
+    out = {"samples_per_s": received / seconds, "worker_sys_ms": 1e3 * delta[0] / n}
+    out.update(worker_user_ms=1e3 * delta[1] / n, worker_minflt=delta[2] / n)
+    out.update(worker_vol_cs=delta[3] / n, worker_invol_cs=delta[4] / n)
+    out["main_sys_ms"] = 1e3 * (main1.ru_stime - main0.ru_stime) / received
+    out["main_minflt"] = (main1.ru_minflt - main0.ru_minflt) / received
+    return out
+
+
+def sys_figures(dataset: Dataset, repeats: int, n_samples: int) -> dict:
+    """The three loaders alternating, medians per (loader, workers)."""
+    runs = {(v, w): [] for w in THREAD_WORKERS for v in SYS_VARIANTS}
+    for r in range(repeats):
+        for (variant, workers), out in runs.items():
+            out.append(sys_run(dataset, variant, workers, n_samples, r))
+    figures: dict = {v: {} for v in SYS_VARIANTS}
+    for (variant, workers), out in runs.items():
+        figures[variant][str(workers)] = {
+            key: round(statistics.median(run[key] for run in out), 3) for key in out[0]
+        }
+        figures[variant][str(workers)]["worker_sys_ms_runs"] = [
+            round(run["worker_sys_ms"], 3) for run in out
+        ]
+    for before in ("plain_dataloader", "main_fresh_shm"):
+        figures[f"worker_sys_ms_{before}_over_reused_shm_at_2_workers"] = round(
+            figures[before]["2"]["worker_sys_ms"]
+            / max(figures["reused_shm"]["2"]["worker_sys_ms"], 1e-9),
+            2,
+        )
+    return figures
+
+
+def main_sys(args: argparse.Namespace) -> None:
+    """Part 4 only."""
+    root = Path(tempfile.mkdtemp(prefix="bench_loader_sys_"))
+    try:
+        figures = sys_figures(
+            cmp_shard_dataset(root, args.pairs_per_clip), args.repeats, args.samples
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load": os.getloadavg(),
+        },
+        "crop": CROP,
+        "batch": BATCH,
+        "samples_per_run": args.samples,
+        "repeats": args.repeats,
+        **figures,
+    }
+    OUT_SYS.parent.mkdir(parents=True, exist_ok=True)
+    OUT_SYS.write_text(json.dumps(result, indent=1))
+    cols = (
+        "samples_per_s",
+        "worker_sys_ms",
+        "worker_user_ms",
+        "worker_minflt",
+        "worker_vol_cs",
+        "worker_invol_cs",
+        "main_sys_ms",
+        "main_minflt",
+    )
+    print(
+        f"{'workers':<8}{'loader':<18}" + "".join(f"{c.replace('worker_', 'w_'):>14}" for c in cols)
+    )
+    for workers in THREAD_WORKERS:
+        for variant in SYS_VARIANTS:
+            f = figures[variant][str(workers)]
+            print(f"{workers:<8}{variant:<18}" + "".join(f"{f[c]:>14.2f}" for c in cols))
+    for key, value in figures.items():
+        if key.startswith("worker_sys_ms_"):
+            print(f"{key}: {value}x")
+    print(f"-> {OUT_SYS}")
 
 
 def expansion_ms_per_batch(dataset: Dataset, repeats: int) -> float:
@@ -363,7 +524,7 @@ def main() -> None:
     parser.add_argument("--pairs-per-clip", type=int, default=24)
     parser.add_argument("--samples", type=int, default=64, help="timed samples per loader run")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--part", choices=("all", "threads"), default="all")
+    parser.add_argument("--part", choices=("all", "threads", "sys"), default="all")
     parser.add_argument(
         "--pools",
         type=int,
@@ -374,6 +535,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.part == "threads":
         main_threads(args)
+        return
+    if args.part == "sys":
+        main_sys(args)
         return
     # One OpenCV thread, set before any worker forks (setting it inside a forked worker deadlocks).
     cv2.setNumThreads(1)

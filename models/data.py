@@ -466,6 +466,7 @@ class ShardDataModule(pl.LightningDataModule):
         multiprocessing_context: str | None = None,
         pin_memory: bool | None = None,
         prefetch_factor: int = 2,
+        reuse_worker_memory: bool = True,
     ) -> None:
         super().__init__()
         if view not in VIEWS:
@@ -487,6 +488,9 @@ class ShardDataModule(pl.LightningDataModule):
         # Pinned host memory makes the copy to a CUDA device asynchronous; useless without one.
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.prefetch_factor = prefetch_factor
+        # Workers reuse memory (shared-memory batch buffers, their freed heap) instead of fresh
+        # pages per batch and sample: that was most of their system time (models/workers.py).
+        self.reuse_worker_memory = bool(reuse_worker_memory)
         self.dataset_kwargs = {
             "view": view,
             "crop_size": crop_size,
@@ -522,6 +526,7 @@ class ShardDataModule(pl.LightningDataModule):
             multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             pin_memory=self.pin_memory,
+            reuse_worker_memory=self.reuse_worker_memory,
             **kwargs,
         )
 

@@ -19,10 +19,15 @@ runs single-threaded:
   in a fresh interpreter before the worker's init function runs.
 
 :class:`ThreadLimitedLoader` is a ``DataLoader`` that does all of this whenever it starts workers.
+With ``reuse_worker_memory`` its workers also reuse memory instead of asking the kernel for fresh
+pages per batch and sample, which was most of their system time (docs/BENCHMARKS.md, issue 17):
+batches are collated into reused shared-memory buffers (``models/shm_batches.py``), and the
+worker's heap keeps what it frees (:func:`keep_freed_heap`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 from collections.abc import Callable, Iterator
@@ -34,7 +39,15 @@ import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 from torch.utils.data import DataLoader
 
-__all__ = ["THREAD_ENV", "ThreadLimitedLoader", "limit_worker_threads", "worker_thread_counts"]
+from models.shm_batches import PooledCollate
+
+__all__ = [
+    "THREAD_ENV",
+    "ThreadLimitedLoader",
+    "keep_freed_heap",
+    "limit_worker_threads",
+    "worker_thread_counts",
+]
 
 THREAD_ENV = (
     "OMP_NUM_THREADS",
@@ -94,8 +107,35 @@ def worker_thread_counts() -> dict[str, int]:
     }
 
 
-def _init_worker(user_init: Callable[[int], None] | None, worker_id: int) -> None:
+# glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX = -1, -3, 32 << 20
+
+
+def keep_freed_heap() -> bool:
+    """Keep the memory this process frees in its heap for reuse (glibc); False where not applied.
+
+    A loader worker allocates and frees the same MB-sized arrays for every sample (HDF5 windows,
+    float flow, warped and flipped copies). glibc serves blocks above its (adaptive) mmap
+    threshold with fresh ``mmap`` pages and trims the heap top back to the kernel on ``free``, so
+    each sample faulted its memory in again, page by page (~150 minor faults per CMP 384²
+    sample). Fixed thresholds (allocations up to 32 MiB from the heap, no trimming) keep a
+    worker's peak heap resident instead.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 -- glibc only (musl's mallopt does nothing)
+    except (OSError, AttributeError):
+        return False
+    mmap_ok = libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
+    return mmap_ok and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+
+
+def _init_worker(
+    user_init: Callable[[int], None] | None, reuse_memory: bool, worker_id: int
+) -> None:
     limit_worker_threads(worker_id)
+    if reuse_memory:
+        keep_freed_heap()
     if user_init is not None:
         user_init(worker_id)
 
@@ -104,15 +144,30 @@ class ThreadLimitedLoader(DataLoader):
     """A ``DataLoader`` whose workers run single-threaded (see the module docstring).
 
     A ``worker_init_fn`` given by the caller runs after the thread limits are set.
+    ``reuse_worker_memory``: workers keep their freed heap (:func:`keep_freed_heap`) and,
+    without a ``collate_fn`` of the caller's, collate into
+    :class:`models.shm_batches.PooledCollate` buffers (``prefetch_factor + 3`` per worker).
     """
 
-    def __init__(self, *args: Any, worker_init_fn: Callable[[int], None] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args: Any,
+        worker_init_fn: Callable[[int], None] | None = None,
+        reuse_worker_memory: bool = False,
+        **kwargs: Any,
+    ) -> None:
         # A partial of module-level functions: it pickles for spawn and forkserver workers.
-        init = functools.partial(_init_worker, worker_init_fn)
+        init = functools.partial(_init_worker, worker_init_fn, reuse_worker_memory)
+        workers = kwargs.get("num_workers", 0)
+        if reuse_worker_memory and workers > 0 and kwargs.get("collate_fn") is None:
+            prefetch = kwargs.get("prefetch_factor") or 2
+            kwargs["collate_fn"] = PooledCollate(workers, slots=prefetch + 3)
         super().__init__(*args, worker_init_fn=init, **kwargs)
 
     def _get_iterator(self) -> Any:
         if self.num_workers == 0:
             return super()._get_iterator()
+        if isinstance(self.collate_fn, PooledCollate):
+            self.collate_fn.new_generation()  # flags for the workers about to start
         with single_threaded_children():  # the workers start in here
             return super()._get_iterator()

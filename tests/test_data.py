@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -298,3 +299,27 @@ def test_bad_image_for_a_view_is_rejected():
     sample["image"] = sample["image"].astype(np.float32)
     with pytest.raises(ValueError, match="uint8"):
         md.make_view(sample, "cpfs", rng=np.random.default_rng(0))
+
+
+def test_reused_batch_memory_gives_the_batches_of_fresh_shared_memory(shard_sets):
+    """models/shm_batches.py (on by default) against default_collate (the loader before it)."""
+    common = dict(crop_size=CROP, batch_size=3, guidance=GUIDANCE, seed=5, scale_range=(0.9, 1.3))
+    common.update(num_workers=2, multiprocessing_context="fork", samples_per_epoch=60)
+
+    def run(reuse: bool) -> tuple[list[dict[str, torch.Tensor]], set[int]]:
+        module = md.CMPDataModule(shard_sets, [1.0, 1.0], reuse_worker_memory=reuse, **common)
+        out, buffers = [], set()
+        for batch in module.train_dataloader():
+            fd, _ = batch["image"].untyped_storage()._share_fd_cpu_()  # its own, no copy
+            buffers.add(os.fstat(fd).st_ino)
+            out.append({k: v.clone() for k, v in batch.items()})
+        return out, buffers
+
+    before, _ = run(False)
+    after, buffers = run(True)
+    assert len(before) == len(after) == 20
+    for a, b in zip(before, after, strict=True):
+        assert list(a) == list(b) == ["image", "flow", "points", "valid"]
+        for key in a:
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+    assert len(buffers) <= 10  # 20 batches through 2 workers x 5 buffers

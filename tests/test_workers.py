@@ -3,7 +3,10 @@ OpenCV fork deadlock (models/workers.py)."""
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import platform
+import resource
 
 import cv2
 import numpy as np
@@ -11,7 +14,12 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from models.workers import ThreadLimitedLoader, single_threaded_children, worker_thread_counts
+from models.workers import (
+    ThreadLimitedLoader,
+    keep_freed_heap,
+    single_threaded_children,
+    worker_thread_counts,
+)
 
 
 def _use_opencv_pool() -> None:
@@ -89,3 +97,35 @@ def test_opencv_threads_set_in_a_forked_child_never_hang_when_the_parent_prepare
     cv2.setNumThreads(2)
     assert _forked_children_that_hang(8, prepared=True) == 0
     assert cv2.getNumThreads() == 2
+
+
+def _page_faults_of_sample_like_allocations(queue: mp.Queue) -> None:
+    """In a forked child: glibc's start-up thresholds, then :func:`keep_freed_heap`."""
+    libc = ctypes.CDLL(None)
+    libc.mallopt(-3, 128 << 10)  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD at glibc's initial values
+    libc.mallopt(-1, 128 << 10)
+
+    def faults() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for size in (1 << 20, 3 << 20, 1 << 20):  # a sample's MB-sized temporaries, freed
+            array = np.ones(size // 4, np.float32)
+            del array
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    default = [faults() for _ in range(4)]
+    kept = keep_freed_heap()
+    reused = [faults() for _ in range(4)]
+    queue.put((default, kept, reused))
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc mallopt")
+def test_a_worker_keeping_its_freed_heap_stops_faulting_memory_back_in() -> None:
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_page_faults_of_sample_like_allocations, args=(queue,))
+    child.start()
+    default, kept, reused = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert kept
+    assert min(default) > 1000  # 5 MiB faulted in again every round (1280 pages)
+    assert max(reused[1:]) < 50  # after the first round, served from the kept heap
