@@ -170,6 +170,22 @@ def test_a_second_flow_method_computes_only_what_is_missing(tiny_run):
 
 
 @pytest.mark.slow
+def test_editing_training_or_benchmark_settings_reruns_no_data_job(tiny_run):
+    pretrain = {**TINY["pretrain"], "methods": ["cmp"]}
+    pretrain["cmp"] = {**pretrain["cmp"], "seed": 7}  # a training setting
+    config = {**TINY, "pretrain": pretrain, "benchmark": {**TINY["benchmark"], "seeds": [5]}}
+    proc = run_snakemake(tiny_run, config, "benchmark", "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    jobs = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}  # fmt: skip
+    assert jobs.get("benchmark_run") == 1  # its seeds changed
+    # before, the shard stage's params held the whole config: any edit reran shards and training
+    assert "shards_set" not in jobs and "flow_chunk" not in jobs and "synthesize" not in jobs
+    assert "pretrain_cmp_run" not in jobs
+
+
+@pytest.mark.slow
 def test_science_target_writes_summary_plot_and_verdict(tiny_run) -> None:
     # reuses the tiny run's shards and pretraining: only the science job runs
     proc = run_snakemake(tiny_run, TINY, "science")

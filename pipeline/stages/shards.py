@@ -71,7 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help="the config's shards section as JSON")
     p.add_argument("--flow-method", required=True)
     p.add_argument(
-        "--config-json", required=True, help="the whole resolved config, kept in index.json"
+        "--config-json",
+        required=True,
+        help="the resolved config that shapes the data, kept in index.json",
     )
     p.add_argument("--out-dir", required=True)
 

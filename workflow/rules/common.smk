@@ -184,6 +184,17 @@ def stage_params(section):
     return json.dumps(config[section], sort_keys=True, separators=(",", ":"))
 
 
+# Sections that only read the shards (training, benchmarks, the science run, cluster resources,
+# the set filter): the shard stage's provenance leaves them out, so editing them reruns no data job.
+READERS_OF_SHARDS = ("pretrain", "benchmark", "science", "cluster", "only_sets")
+
+
+def data_config_json():
+    """The resolved config that shapes the data, as JSON for the shard stage's index.json."""
+    data = {k: v for k, v in config.items() if k not in READERS_OF_SHARDS}
+    return json.dumps(data, sort_keys=True)
+
+
 PRETRAIN = config["pretrain"]
 # Every method with a config section gets its rules; `pretrain.methods` chooses what `all` and
 # the benchmark include.

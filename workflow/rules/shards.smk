@@ -23,7 +23,7 @@ rule shards_set:
         guidance_root=GUIDANCE_DIR,
         cfg=stage_params("shards"),
         method=config["flow"]["method"],
-        config=json.dumps(config, sort_keys=True),
+        config=data_config_json(),
     shell:
         "python -m pipeline --expand-chunks=video_id shards {input.guidance:q} --flow-root={params.flow_root:q}"
         " --masks-root={params.masks_root:q} --guidance-root={params.guidance_root:q}"
