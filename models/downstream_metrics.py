@@ -99,9 +99,13 @@ def paired_test(values: Sequence[float], control: Sequence[float]) -> dict[str, 
         return result
     if all(d == 0.0 for d in diffs):
         return {**result, "t": 0.0, "p_t": 1.0, "p_wilcoxon": 1.0}
+    result["p_wilcoxon"] = float(stats.wilcoxon(diffs, alternative="two-sided").pvalue)
+    if max(diffs) - min(diffs) <= 1e-12 * max(1.0, abs(result["mean_diff"])):
+        # one repeated non-zero difference (quantised accuracies make it likely at few seeds):
+        # no spread to test against; scipy would say t = inf, p = 0, i.e. "certain" from 2 seeds
+        return result
     t = stats.ttest_rel(list(map(float, values)), list(map(float, control)))
     result["t"], result["p_t"] = float(t.statistic), float(t.pvalue)
-    result["p_wilcoxon"] = float(stats.wilcoxon(diffs, alternative="two-sided").pvalue)
     return result
 
 

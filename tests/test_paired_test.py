@@ -29,6 +29,11 @@ def test_noisy_or_degenerate_differences_give_no_difference() -> None:
     assert noisy["p_t"] > 0.05 and verdict(noisy) == "no difference"
     same = paired_test([0.3, 0.3], [0.3, 0.3])
     assert same["p_t"] == 1.0 and verdict(same) == "no difference"
+    # one repeated difference (probe accuracies are multiples of 1/n): the embedded default's
+    # benchmark once printed p = 0 and "helps" from two seeds of +0.03125 each
+    repeated = paired_test([0.1875, 0.2578125], [0.15625, 0.2265625])
+    assert math.isnan(repeated["p_t"]) and verdict(repeated) == "no difference"
+    assert repeated["mean_diff"] == pytest.approx(0.03125) and repeated["p_wilcoxon"] == 0.5
     single = paired_test([0.3], [0.2])
     assert math.isnan(single["p_t"]) and verdict(single) == "no difference"
     with pytest.raises(ValueError, match="differ in length"):
