@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from models.backbones import build_backbone, export_trunk_state_dict
-from models.finetune import load_trunk_weights
+from models.finetune import build_trunk
 from pipeline.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,7 @@ def norm_matched_copy(
     arch: str, weights: str | Path, out: str | Path, seed: int = 0
 ) -> dict[str, float]:
     """Write ``weights`` rescaled to the norms of a fresh ``arch`` trunk (seeded) to ``out``."""
-    trunk, _ = build_backbone(arch)
-    load_trunk_weights(trunk, weights)
+    trunk, _ = build_trunk(arch, weights)
     torch.manual_seed(seed)
     reference, _ = build_backbone(arch)
     factors = match_init_norms(trunk, reference)
