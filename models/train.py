@@ -386,12 +386,14 @@ def fit(config: Mapping[str, Any]) -> Path:
         record_sample_counts(config, output_dir)
     max_steps = int(config["trainer"]["max_steps"])
     last = output_dir / "checkpoints" / "last.ckpt"
-    done = completion(load_checkpoint(last), max_steps, last) if last.exists() else None
+    previous = load_checkpoint(last) if last.exists() else None
+    done = completion(previous, max_steps, last) if previous is not None else None
     if done is not None:
         log.info("%s: training is complete (%s); writing the outputs only", last, done)
-        module.load_state_dict(load_checkpoint(last)["state_dict"])
+        module.load_state_dict(previous["state_dict"])
     else:
-        ckpt_path = str(last) if last.exists() else None
+        ckpt_path = str(last) if previous is not None else None
+        previous = None  # drop the mapping of the file that training is about to replace
         if ckpt_path:
             log.info("resuming from %s", ckpt_path)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
