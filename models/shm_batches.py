@@ -91,8 +91,11 @@ def _reduce_storage(storage: torch.UntypedStorage) -> tuple:
     return _rebuild_pooled, (rebuild, args, *owner)
 
 
-def _layout(batch: Sequence[Any]) -> list[tuple[str, torch.dtype, tuple[int, ...], int]] | None:
-    """(key, dtype, shape, byte offset) per key of a batch of equal-shaped tensor mappings, or None."""
+def _layout(
+    batch: Sequence[Any],
+) -> tuple[list[tuple[str, torch.dtype, tuple[int, ...], int]], int] | None:
+    """(key, dtype, shape, byte offset) per key of a batch of equal-shaped tensor mappings, and
+    the bytes they take in all; None for any other batch."""
     first = batch[0]
     if not isinstance(first, Mapping) or not first:
         return None
@@ -109,7 +112,7 @@ def _layout(batch: Sequence[Any]) -> list[tuple[str, torch.dtype, tuple[int, ...
         offset = -(-offset // _ALIGN) * _ALIGN
         layout.append((key, elem.dtype, tuple(elem.shape), offset))
         offset += len(batch) * elem.numel() * elem.element_size()
-    return layout
+    return layout, offset
 
 
 class PooledCollate:
@@ -145,11 +148,10 @@ class PooledCollate:
         info = get_worker_info()
         if info is None or self.flags is None or get_sharing_strategy() != "file_descriptor":
             return default_collate(batch)
-        layout = _layout(batch)
-        if layout is None:
+        found = _layout(batch)
+        if found is None:
             return default_collate(batch)
-        _, dtype, shape, offset = layout[-1]
-        nbytes = offset + len(batch) * int(np.prod(shape)) * dtype.itemsize
+        layout, nbytes = found
         claimed = self._claim(info.id, nbytes)
         if claimed is None:
             return default_collate(batch)
