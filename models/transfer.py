@@ -37,6 +37,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.synthetic import photo_rgb
+
 __all__ = [
     "TRAIN_FRACTION",
     "TRANSFER_PHOTOS",
@@ -82,10 +84,7 @@ def transfer_photo_paths() -> list[Path]:
 
 def photo_digest(image: np.ndarray) -> str:
     """SHA-256 of a photograph's RGB uint8 pixels (grey repeated to 3 channels, alpha dropped)."""
-    rgb = np.asarray(image)
-    if rgb.ndim == 2:
-        rgb = np.repeat(rgb[:, :, None], 3, axis=2)
-    rgb = np.ascontiguousarray(rgb[:, :, :3].astype(np.uint8))
+    rgb, _ = photo_rgb(image, np.uint8)
     return hashlib.sha256(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
 
 
@@ -96,11 +95,7 @@ def transfer_photos() -> tuple[tuple[np.ndarray, bool], ...]:
 
     photos = []
     for path in transfer_photo_paths():
-        image = np.asarray(iio.imread(os.fspath(path)))
-        gray = image.ndim == 2
-        if gray:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        image = np.ascontiguousarray(image[:, :, :3], dtype=np.uint8)
+        image, gray = photo_rgb(iio.imread(os.fspath(path)), np.uint8)
         image.setflags(write=False)
         photos.append((image, gray))
     return tuple(photos)

@@ -185,6 +185,16 @@ def _motion_params(
 # Textures and shapes
 
 
+def photo_rgb(image: Any, dtype: Any) -> tuple[np.ndarray, bool]:
+    """A photograph as contiguous RGB of ``dtype`` (grey repeated to 3 channels, alpha dropped),
+    and whether it was grey."""
+    image = np.asarray(image)
+    gray = image.ndim == 2
+    if gray:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image[:, :, :3], dtype=dtype), gray
+
+
 @functools.lru_cache(maxsize=1)
 def _photos() -> tuple[tuple[np.ndarray, bool], ...]:
     """The bundled photographs as read-only float32 RGB arrays, with a flag 'was greyscale'."""
@@ -192,11 +202,7 @@ def _photos() -> tuple[tuple[np.ndarray, bool], ...]:
 
     photos = []
     for name in TEXTURE_PHOTOS:
-        image = np.asarray(getattr(data, name)())
-        gray = image.ndim == 2
-        if gray:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        image = np.ascontiguousarray(image[:, :, :3], dtype=np.float32)
+        image, gray = photo_rgb(getattr(data, name)(), np.float32)
         image.setflags(write=False)
         photos.append((image, gray))
     return tuple(photos)
