@@ -16,6 +16,7 @@ include: "workflow/rules/guidance.smk"
 include: "workflow/rules/masks.smk"
 include: "workflow/rules/shards.smk"
 include: "workflow/rules/usage.smk"
+include: "workflow/rules/figures.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/science.smk"
@@ -31,5 +32,6 @@ rule all:
         rules.masks.input,
         rules.shards.input,
         rules.disk.input,
+        rules.figures.input,
         pretrain_backbones().values(),
         rules.benchmark.input,

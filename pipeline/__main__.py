@@ -28,6 +28,7 @@ STAGES: dict[str, tuple[str, str, str, str]] = {
     "shards": ("pipeline.stages.shards", "add_arguments", "run", "pack a video set into HDF5 shards"),
     "validate-shards": ("pipeline.stages.shards", "add_validate_arguments", "run_validate", "re-read and check every sample of a shard folder"),
     "chunk": ("pipeline.stages.chunk", "add_arguments", "run", "run a per-video stage over every video of a chunk"),
+    "figures": ("pipeline.stages.figures", "add_arguments", "run", "gather some videos' figures of a stage into one folder for the report"),
     "disk-usage": ("pipeline.stages.chunk", "add_usage_arguments", "run_usage", "bytes and seconds per stage of a set, from its chunk manifests"),
 }  # fmt: skip
 

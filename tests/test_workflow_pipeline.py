@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -219,3 +220,28 @@ def test_science_target_writes_summary_plot_and_verdict(tiny_run) -> None:
     assert "nearest_guidance" in verdict and "val/baseline_nearest_guidance" in (
         tiny_run / "results/pretrain/cmp/tiny/logs/version_0/metrics.csv"
     ).read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_report_shows_each_stages_figures(tiny_run) -> None:
+    # the chunk jobs write every video's figure; `figures` gathers them for `snakemake --report`
+    config = {**TINY, "report": {"figures_per_stage": 1}}
+    proc = run_snakemake(tiny_run, config, "figures")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = tiny_run / "results/tiny"
+    first = sorted(r["video_id"] for r in _tsv(res / "shots.tsv"))[0]
+    sources = {
+        "flow-dis_fast": res / f"flow-dis_fast/{first}/contact_sheet.png",
+        "masks-dis_fast": res / f"masks-dis_fast/{first}/overlay.png",
+        "guidance-dis_fast-K15G30": res / f"guidance-dis_fast-K15G30/figures/{first}.png",
+    }
+    for stage, source in sources.items():
+        folder = res / stage / "report_figures"
+        assert [p.name for p in folder.glob("*.png")] == [f"{first}.png"], stage
+        assert (folder / f"{first}.png").stat().st_ino == source.stat().st_ino
+    report = tiny_run / "report.zip"
+    proc = run_snakemake(tiny_run, config, "figures", "--report", str(report))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with zipfile.ZipFile(report) as archive:
+        shown = sorted(archive.read(n) for n in archive.namelist() if n.endswith(f"/{first}.png"))
+    assert shown == sorted(source.read_bytes() for source in sources.values())

@@ -294,3 +294,15 @@ def science_overrides(wildcards, input, threads):
         ),
     }
     return [f"{key}={json.dumps(value)}" for key, value in sections.items()]
+
+
+def figures_report(folder, caption, category):
+    """A per-set folder of per-video figures (`report_figures`), shown per video in the report."""
+    return report(
+        directory(folder),
+        patterns=["{video}.png"],
+        caption=caption,
+        category=category,
+        subcategory="{set}",
+        labels={"set": "{set}", "video": "{video}"},
+    )
