@@ -59,8 +59,10 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from models import data as md
 from models.workers import ThreadLimitedLoader
-from pipeline import shards as sh
 from pipeline.flowio import encode_flow_png, read_flow_png
+from pipeline.shards.loose import VideoInput
+from pipeline.shards.reader import ShardReader
+from pipeline.shards.writer import write_shards
 from pipeline.videosets import samples_dir
 
 CLIPS = ("bikes.mp4", "bigbuckbunny.mp4")
@@ -105,7 +107,7 @@ def resize_short(frame: np.ndarray, short: int) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
-def write_loose(root: Path, pairs_per_clip: int, short_side: int | None) -> list[sh.VideoInput]:
+def write_loose(root: Path, pairs_per_clip: int, short_side: int | None) -> list[VideoInput]:
     """Flow-stage-like outputs; ``short_side=None`` keeps the original resolution."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
     videos = []
@@ -136,7 +138,7 @@ def write_loose(root: Path, pairs_per_clip: int, short_side: int | None) -> list
             )
         with open(folder / "pairs.tsv", "w", newline="") as handle:
             csv.writer(handle, delimiter="\t").writerows(rows)
-        videos.append(sh.VideoInput(vid, folder))
+        videos.append(VideoInput(vid, folder))
     return videos
 
 
@@ -287,7 +289,7 @@ def print_threads(figures: dict) -> None:
 def cmp_shard_dataset(root: Path, pairs_per_clip: int) -> md.ShardDataset:
     """The benchmark clips as ``raw`` shards under ``root``, read as the CMP training view."""
     videos = write_loose(root / "loose", pairs_per_clip, SHORT_SIDE)
-    sh.write_shards(videos, root / "shards", layout="raw", val_fraction=0.0, target_mb=256)
+    write_shards(videos, root / "shards", layout="raw", val_fraction=0.0, target_mb=256)
     return md.ShardDataset(
         [root / "shards" / "index.json"], view="cmp", crop_size=CROP, guidance=GUIDANCE, seed=0
     )
@@ -481,7 +483,7 @@ def layout_figures(videos, root: Path, repeats: int) -> dict:
     for name, (layout, compression) in LAYOUT_VARIANTS.items():
         out = root / f"shards-{name}"
         start = time.perf_counter()
-        index = sh.write_shards(
+        index = write_shards(
             videos,
             out,
             layout=layout,
@@ -497,7 +499,7 @@ def layout_figures(videos, root: Path, repeats: int) -> dict:
             "bytes_per_sample": index["totals"]["bytes"] / n,
             "write_s": time.perf_counter() - start,
         }
-        readers = [sh.ShardReader(out / e["file"]) for e in index["shards"]]
+        readers = [ShardReader(out / e["file"]) for e in index["shards"]]
         pairs = [(r, i) for r in readers for i in range(len(r))]
         items[name] = (pairs, md.ShardDataset([out / "index.json"], crop_size=CROP, seed=0))
     rates = {name: {"whole": [], "crop_window": []} for name in LAYOUT_VARIANTS}
