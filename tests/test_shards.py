@@ -1,4 +1,4 @@
-"""Tests for the pipeline.shards package: packing loose stage outputs into HDF5 shards and reading them back."""
+"""Tests for pipeline.shards: packing loose stage outputs into HDF5 shards and reading them back."""
 
 from __future__ import annotations
 
