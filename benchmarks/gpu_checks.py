@@ -49,7 +49,7 @@ def _allow_missing_hdf5plugin() -> None:
 def make_shards(out: Path, pairs_per_clip: int, short_side: int) -> None:
     import tempfile
 
-    from bench_loader import write_loose
+    from bench_loader_data import write_loose
 
     from pipeline.shards.writer import write_shards
 
