@@ -226,6 +226,27 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _shard_attrs(
+    layout: str, array_compression: str, tile_size: int, flow_method: str
+) -> dict[str, Any]:
+    """The attributes every shard of a set carries: schema, codecs per field, flow quantisation."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "layout": layout,
+        "image_codec": "jpeg" if layout != "raw" else f"array-rgb-uint8-{array_compression}",
+        "flow_codec": "kitti-png16"
+        if layout == "encoded"
+        else f"array-kitti-uint16-{array_compression}",
+        "mask_codec": "png8" if layout == "encoded" else f"array-uint8-{array_compression}",
+        "array_compression": array_compression,
+        "tile_size": tile_size,
+        "blob_fields": json.dumps(LAYOUT_BLOBS[layout]),
+        "flow_scale": FLOW_SCALE,
+        "flow_offset": FLOW_OFFSET,
+        "flow_method": flow_method,
+    }
+
+
 def write_shards(
     videos: Sequence[VideoInput | tuple],
     out_dir: str | os.PathLike,
@@ -261,21 +282,7 @@ def write_shards(
     # The old index goes first: until the new one lands, the folder must not look complete.
     (out / INDEX_NAME).unlink(missing_ok=True)
     splits = split_videos([v.video_id for v in videos], val_fraction=val_fraction, seed=seed)
-    attrs = {
-        "schema_version": SCHEMA_VERSION,
-        "layout": layout,
-        "image_codec": "jpeg" if layout != "raw" else f"array-rgb-uint8-{array_compression}",
-        "flow_codec": "kitti-png16"
-        if layout == "encoded"
-        else f"array-kitti-uint16-{array_compression}",
-        "mask_codec": "png8" if layout == "encoded" else f"array-uint8-{array_compression}",
-        "array_compression": array_compression,
-        "tile_size": tile_size,
-        "blob_fields": json.dumps(LAYOUT_BLOBS[layout]),
-        "flow_scale": FLOW_SCALE,
-        "flow_offset": FLOW_OFFSET,
-        "flow_method": flow_method,
-    }
+    attrs = _shard_attrs(layout, array_compression, tile_size, flow_method)
     target = target_mb * 2**20
     shards: list[dict[str, Any]] = []
     rejected: list[dict[str, str]] = []
