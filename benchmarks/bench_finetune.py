@@ -21,7 +21,7 @@ import torch
 
 from models import finetune
 from models.benchmark import TASK_DEFAULTS
-from pipeline.synthetic import CLASS_NAMES
+from pipeline.synthetic_scene import CLASS_NAMES
 
 OUT = Path(__file__).resolve().parent / "out" / "finetune.json"
 

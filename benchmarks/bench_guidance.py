@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from scipy import ndimage, signal
 
-from pipeline import guidance
+from pipeline import guidance, guidance_watershed
 from pipeline.videosets import samples_dir
 
 CLIPS = ["bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4"]
@@ -121,8 +121,8 @@ def point_agreement(flows: list[np.ndarray], kernel_size: int, downsample: int) 
     """How far the watershed points of the subsampled flow lie from the full-resolution ones."""
     near_full, near_down, counts = {4: [], 8: []}, {4: [], 8: []}, ([], [])
     for index, flow in enumerate(flows):
-        full = guidance.watershed_points(flow, kernel_size=kernel_size, rng=index)
-        down = guidance.watershed_points(
+        full = guidance_watershed.watershed_points(flow, kernel_size=kernel_size, rng=index)
+        down = guidance_watershed.watershed_points(
             flow, kernel_size=kernel_size, downsample=downsample, rng=index
         )
         counts[0].append(len(full))
@@ -195,20 +195,25 @@ def main() -> None:
     agreement = {f"downsample_{d}": point_agreement(flows, kernel_size, d) for d in DOWNSAMPLES[1:]}
 
     # Per step, on the same flows (inputs of later steps precomputed so each is timed alone).
-    edge_masks = [guidance.binarise_edges(guidance.motion_edges(flow)) for flow in flows]
-    watersheds = [guidance.watershed_map(mask) for mask in edge_masks]
+    edge_masks = [
+        guidance_watershed.binarise_edges(guidance_watershed.motion_edges(flow)) for flow in flows
+    ]
+    watersheds = [guidance_watershed.watershed_map(mask) for mask in edge_masks]
     steps = {
         "edges": median_rate(
-            lambda flow: guidance.binarise_edges(guidance.motion_edges(flow)), flows
+            lambda flow: guidance_watershed.binarise_edges(guidance_watershed.motion_edges(flow)),
+            flows,
         ),
-        "distance_transform": median_rate(guidance.watershed_map, edge_masks),
-        "nms": median_rate(lambda w: guidance.nms_candidates(w, kernel_size), watersheds),
+        "distance_transform": median_rate(guidance_watershed.watershed_map, edge_masks),
+        "nms": median_rate(lambda w: guidance_watershed.nms_candidates(w, kernel_size), watersheds),
     }
     subset = flows[:: max(1, len(flows) // SCIPY_SUBSET)]
     scipy_rate = median_rate(lambda flow: scipy_steps_1_to_4(flow, kernel_size), subset, runs=3)
     ours_1_to_4 = median_rate(
-        lambda flow: guidance.nms_candidates(
-            guidance.watershed_map(guidance.binarise_edges(guidance.motion_edges(flow))),
+        lambda flow: guidance_watershed.nms_candidates(
+            guidance_watershed.watershed_map(
+                guidance_watershed.binarise_edges(guidance_watershed.motion_edges(flow))
+            ),
             kernel_size,
         ),
         subset,

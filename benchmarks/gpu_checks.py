@@ -49,13 +49,13 @@ def _allow_missing_hdf5plugin() -> None:
 def make_shards(out: Path, pairs_per_clip: int, short_side: int) -> None:
     import tempfile
 
-    from bench_loader import write_loose
+    from bench_loader_data import write_loose
 
-    from pipeline import shards as sh
+    from pipeline.shards.writer import write_shards
 
     with tempfile.TemporaryDirectory() as tmp:
         videos = write_loose(Path(tmp), pairs_per_clip, short_side)
-        index = sh.write_shards(
+        index = write_shards(
             videos, out, layout="raw", array_compression="lzf", val_fraction=0.0, target_mb=256
         )
     print(f"wrote {index['totals']} to {out}")

@@ -245,7 +245,7 @@ def _task_data(task: Mapping[str, Any]) -> tuple[tuple, tuple, int]:
         return train, val, len(transfer.TRANSFER_PHOTOS)
     if task["kind"] == "segmentation":
         if task["dataset"] == "synthetic":
-            from pipeline.synthetic import CLASS_NAMES
+            from pipeline.synthetic_scene import CLASS_NAMES
 
             train, val = finetune.synthetic_segmentation_arrays(
                 int(task["train_images"]), int(task["val_images"]), size=size
@@ -260,7 +260,7 @@ def _task_data(task: Mapping[str, Any]) -> tuple[tuple, tuple, int]:
         )
         return train, val, VOC_CLASSES
     if task["dataset"] == "synthetic":
-        from pipeline.synthetic import CLASS_NAMES
+        from pipeline.synthetic_scene import CLASS_NAMES
 
         train, val = finetune.synthetic_classification_arrays(
             int(task["train_images"]), int(task["val_images"]), size=size

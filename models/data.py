@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from models.workers import ThreadLimitedLoader
-from pipeline.shards import ShardReader, read_index
+from pipeline.shards.reader import ShardReader, read_index
 
 VIEWS = ("cmp", "cpfs", "motion_masks", "s3")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -8,7 +8,7 @@ video pretraining to PASCAL VOC). Without a download, the closest stand-in is a 
 ingredient is disjoint from the generator's:
 
 * **textures**: ``TRANSFER_PHOTOS``, real photographs shipped in installed packages that
-  ``pipeline.synthetic.TEXTURE_PHOTOS`` does not use — scikit-image's ``retina``,
+  ``pipeline.synthetic_scene.TEXTURE_PHOTOS`` does not use — scikit-image's ``retina``,
   ``hubble_deep_field``, ``motorcycle_left``, ``cell``, ``clock_motion`` and matplotlib's sample
   ``grace_hopper`` (``tests/test_transfer.py`` asserts, by pixel content, that no transfer photo is
   a pretraining photo);
@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.synthetic import photo_rgb
+from pipeline.synthetic_scene import photo_rgb
 
 __all__ = [
     "TRAIN_FRACTION",
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 # (package, file inside the package's data folder): real photographs, none of them used by
-# pipeline.synthetic.TEXTURE_PHOTOS. The class id of a photo is its index here.
+# pipeline.synthetic_scene.TEXTURE_PHOTOS. The class id of a photo is its index here.
 TRANSFER_PHOTOS: tuple[tuple[str, str], ...] = (
     ("skimage", "retina.jpg"),
     ("skimage", "hubble_deep_field.jpg"),

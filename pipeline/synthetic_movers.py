@@ -27,14 +27,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.synthetic import (
+from pipeline.synthetic import _warp_roi
+from pipeline.synthetic_params import _Motion
+from pipeline.synthetic_scene import (
     CLASS_NAMES,
-    _Motion,
     _photos,
     _shape_alpha,
     _similarity,
     _texture_window,
-    _warp_roi,
 )
 
 # Texture look as in render_clip's defaults; no rotation, scaling or noise (pure translations).

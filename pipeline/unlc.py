@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -164,6 +165,90 @@ def _check_frames(frames: np.ndarray, black_level: int) -> None:
         raise ValueError(f"all frames are black (max value {int(frames.max())} <= {black_level})")
 
 
+class _ShotRegions(NamedTuple):
+    """The superpixels of a shot (regions numbered across the shot) and their initial votes."""
+
+    labels: np.ndarray  # (T, h, w) int32: frame-local region id of each working-size pixel
+    starts: np.ndarray  # (T + 1,) int64: frame t owns regions starts[t]:starts[t + 1]
+    frame_of_region: np.ndarray  # (R,) frame index of each region
+    area: np.ndarray  # (R,) pixels per region
+    votes: np.ndarray  # (R,) mean motion saliency per region over the shot's maximum
+    adjacency: sp.csr_matrix  # (R, R) spatial neighbours within a frame
+
+
+def _shot_regions(
+    frames: np.ndarray,
+    saliency_maps: np.ndarray,
+    shape: tuple[int, int],
+    *,
+    border_fraction: float,
+    superpixel: dict,
+    descriptor: dict,
+    timings: dict[str, float],
+) -> tuple[_ShotRegions, np.ndarray]:
+    """Steps 1-2's per-frame part: superpixels of every frame at the working ``shape``, their
+    descriptors (returned apart, (R, D), so the caller can drop them once the graph is built),
+    areas, spatial adjacency and initial votes. Records ``timings["regions_s"]``."""
+    n_frames, (h, w) = len(frames), shape
+    resize = frames.shape[1:3] != (h, w)
+    # Per frame: superpixels, descriptors, initial votes (mean saliency per superpixel).
+    clock = time.perf_counter()
+    labels = np.empty((n_frames, h, w), dtype=np.int32)
+    descriptors, areas, sums, counts, adjacency_pairs = [], [], [], [], []
+    offset = 0
+    peak = 0.0
+    for t in range(n_frames):
+        rgb = cv2.resize(frames[t], (w, h), interpolation=cv2.INTER_AREA) if resize else frames[t]
+        labels[t] = superpixels(rgb, **superpixel)
+        desc, area = region_descriptors(rgb, labels[t], **descriptor)
+        big = upsample_saliency(saliency_maps[t], (h, w), border_fraction=border_fraction)
+        peak = max(peak, float(big.max()))
+        sums.append(np.bincount(labels[t].ravel(), weights=big.ravel(), minlength=area.size))
+        descriptors.append(desc)
+        areas.append(area)
+        counts.append(area.size)
+        adjacency_pairs.append(region_adjacency(labels[t], offset))
+        offset += area.size
+    timings["regions_s"] = time.perf_counter() - clock
+
+    area = np.concatenate(areas)
+    # Divide by the shot's maximum, not per frame: frames with little motion keep low votes.
+    votes = np.concatenate(sums) / np.maximum(area, 1.0) / (peak if peak > 0 else 1.0)
+    pairs = np.concatenate(adjacency_pairs)
+    adjacency = sp.csr_matrix(
+        (
+            np.ones(2 * len(pairs)),
+            (np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]]),
+        ),
+        shape=(offset, offset),
+    )
+    regions = _ShotRegions(
+        labels=labels,
+        starts=_frame_starts(np.array(counts)),
+        frame_of_region=np.repeat(np.arange(n_frames), counts),
+        area=area,
+        votes=votes,
+        adjacency=adjacency,
+    )
+    return regions, np.concatenate(descriptors)
+
+
+def _paint_votes(
+    votes: np.ndarray, labels: np.ndarray, starts: np.ndarray, size: tuple[int, int]
+) -> np.ndarray:
+    """Step 4's painting: each region's vote on its pixels, resized to ``size`` (height, width)
+    when the working size differs; (T, H, W) float32 clipped to [0, 1]."""
+    height, width = size
+    resize = labels.shape[1:] != (height, width)
+    soft = np.empty((len(labels), height, width), dtype=np.float32)
+    for t in range(len(labels)):
+        painted = votes[starts[t] : starts[t + 1]].astype(np.float32)[labels[t]]
+        if resize:
+            painted = cv2.resize(painted, (width, height), interpolation=cv2.INTER_LINEAR)
+        soft[t] = np.clip(painted, 0.0, 1.0)
+    return soft
+
+
 def unlc_shot(
     frames: np.ndarray,
     flow_fn: FlowFn,
@@ -210,11 +295,10 @@ def unlc_shot(
     """
     _check_frames(frames, black_level)
     timings: dict[str, float] = {}
-    n_frames, height, width = frames.shape[:3]
+    height, width = frames.shape[1:3]
     h, w = working_shape(height, width, max_side=max_side)
     if min(h, w) < patch_size:
         raise ValueError(f"frames {height}x{width} are smaller than the {patch_size}-pixel patch")
-    resize = (h, w) != (height, width)
 
     clock = time.perf_counter()
     small = np.stack(
@@ -236,54 +320,25 @@ def unlc_shot(
     )
     timings["saliency_s"] = time.perf_counter() - clock
 
-    # Per frame: superpixels, descriptors, initial votes (mean saliency per superpixel).
-    clock = time.perf_counter()
-    labels = np.empty((n_frames, h, w), dtype=np.int32)
-    descriptors, areas, sums, counts, adjacency_pairs = [], [], [], [], []
-    offset = 0
-    peak = 0.0
-    for t in range(n_frames):
-        rgb = cv2.resize(frames[t], (w, h), interpolation=cv2.INTER_AREA) if resize else frames[t]
-        labels[t] = superpixels(
-            rgb, n_segments=n_segments, sigma=slic_sigma, compactness=slic_compactness
-        )
-        desc, area = region_descriptors(
-            rgb,
-            labels[t],
-            patch=patch_size,
-            hog_cell=hog_cell,
-            hog_orientations=hog_orientations,
-            hog_block_norm=hog_block_norm,
-            colour_bins=colour_bins,
-        )
-        big = upsample_saliency(saliency.maps[t], (h, w), border_fraction=border_fraction)
-        peak = max(peak, float(big.max()))
-        sums.append(np.bincount(labels[t].ravel(), weights=big.ravel(), minlength=area.size))
-        descriptors.append(desc)
-        areas.append(area)
-        counts.append(area.size)
-        adjacency_pairs.append(region_adjacency(labels[t], offset))
-        offset += area.size
-    timings["regions_s"] = time.perf_counter() - clock
-
-    area = np.concatenate(areas)
-    starts = _frame_starts(np.array(counts))
-    frame_of_region = np.repeat(np.arange(n_frames), counts)
-    # Divide by the shot's maximum, not per frame: frames with little motion keep low votes.
-    votes = np.concatenate(sums) / np.maximum(area, 1.0) / (peak if peak > 0 else 1.0)
-    pairs = np.concatenate(adjacency_pairs)
-    adjacency = sp.csr_matrix(
-        (
-            np.ones(2 * len(pairs)),
-            (np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]]),
-        ),
-        shape=(offset, offset),
+    regions, descriptors = _shot_regions(
+        frames,
+        saliency.maps,
+        (h, w),
+        border_fraction=border_fraction,
+        superpixel={"n_segments": n_segments, "sigma": slic_sigma, "compactness": slic_compactness},
+        descriptor={
+            "patch": patch_size,
+            "hog_cell": hog_cell,
+            "hog_orientations": hog_orientations,
+            "hog_block_norm": hog_block_norm,
+            "colour_bins": colour_bins,
+        },
+        timings=timings,
     )
-
     clock = time.perf_counter()
     graph = knn_affinity_graph(
-        np.concatenate(descriptors),
-        frame_of_region,
+        descriptors,
+        regions.frame_of_region,
         temporal_radius=temporal_radius,
         neighbours=neighbours,
         sigma=affinity_sigma,
@@ -294,11 +349,11 @@ def unlc_shot(
 
     clock = time.perf_counter()
     votes = consensus_vote(
-        votes,
+        regions.votes,
         graph,
-        starts,
-        area,
-        adjacency,
+        regions.starts,
+        regions.area,
+        regions.adjacency,
         iterations=iterations,
         batches=batches,
         blob_threshold=blob_threshold,
@@ -307,21 +362,16 @@ def unlc_shot(
     )
     votes = drop_small_blobs(
         votes,
-        area,
-        adjacency,
-        frame_of_region,
+        regions.area,
+        regions.adjacency,
+        regions.frame_of_region,
         threshold=blob_threshold,
         min_relative_size=final_min_relative_size,
     )
     timings["voting_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    soft = np.empty((n_frames, height, width), dtype=np.float32)
-    for t in range(n_frames):
-        painted = votes[starts[t] : starts[t + 1]].astype(np.float32)[labels[t]]
-        if resize:
-            painted = cv2.resize(painted, (width, height), interpolation=cv2.INTER_LINEAR)
-        soft[t] = np.clip(painted, 0.0, 1.0)
+    soft = _paint_votes(votes, regions.labels, regions.starts, (height, width))
     timings["paint_s"] = time.perf_counter() - clock
 
     return UnlcResult(
@@ -330,7 +380,7 @@ def unlc_shot(
         frame_paths=saliency.frame_paths,
         usable_pairs=saliency.static_pairs + saliency.translation_pairs,
         motion_peak=saliency.peak,
-        n_regions=int(offset),
+        n_regions=len(regions.area),
         graph_nnz=int(graph.nnz),
         graph_bytes=int(graph.data.nbytes + graph.indices.nbytes + graph.indptr.nbytes),
         working_shape=(h, w),

@@ -12,7 +12,8 @@ from test_shards import make_set
 
 from models import data as md
 from pipeline import guidance as g
-from pipeline import shards as sh
+from pipeline.shards.reader import read_index
+from pipeline.shards.writer import write_shards
 
 GUIDANCE = {"kernel_size": 9, "grid_stride": 16, "max_points": 20}
 CROP = 32
@@ -24,7 +25,7 @@ def shard_sets(tmp_path_factory):
     paths = []
     for name, n_videos in (("a", 3), ("b", 2)):
         videos = make_set(root / name, n_videos, n_pairs=4)
-        sh.write_shards(videos, root / name / "shards", target_mb=0.05, val_fraction=0.34, seed=1)
+        write_shards(videos, root / name / "shards", target_mb=0.05, val_fraction=0.34, seed=1)
         paths.append(str(root / name / "shards" / "index.json"))
     return paths
 
@@ -141,7 +142,7 @@ def test_views(shard_sets, view, keys):
         n_masked = sum(
             sum(e["has_mask"])
             for p in shard_sets
-            for e in sh.read_index(p)["shards"]
+            for e in read_index(p)["shards"]
             if e["split"] == "train"
         )
         assert len(ds) == n_masked
@@ -150,7 +151,7 @@ def test_views(shard_sets, view, keys):
 def test_split_and_weights(shard_sets):
     train = md.ShardDataset(shard_sets, split="train", crop_size=CROP)
     val = md.ShardDataset(shard_sets, split="val", crop_size=CROP)
-    total = sum(sh.read_index(p)["totals"]["n_samples"] for p in shard_sets)
+    total = sum(read_index(p)["totals"]["n_samples"] for p in shard_sets)
     assert len(train) + len(val) == total and len(val) > 0
     sampler = md.SeededWeightedSampler(train.sample_weights([1.0, 3.0]), 4000, seed=0)
     sets = train.set_of[[i for i, _ in sampler]]
@@ -208,7 +209,7 @@ def test_datamodule_val_and_errors(shard_sets, tmp_path):
     again = next(iter(module.val_dataloader()))
     torch.testing.assert_close(val, again)  # validation crops are deterministic
     single = make_set(tmp_path, 1, n_pairs=2)
-    sh.write_shards(single, tmp_path / "one", val_fraction=0.5)
+    write_shards(single, tmp_path / "one", val_fraction=0.5)
     one = md.CMPDataModule([str(tmp_path / "one")], crop_size=CROP, num_workers=0)
     assert one.val_dataloader() == []
     with pytest.raises(ValueError):

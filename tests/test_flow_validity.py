@@ -139,7 +139,7 @@ def test_valid_bit_reaches_the_cmp_batch_and_its_guidance(tmp_path):
     """Flow PNG -> HDF5 shard -> ShardDataset 'cmp' view: batch['valid'] is the PNG's valid bit
     and no guidance point lands on an invalid pixel."""
     from models.data import ShardDataset
-    from pipeline import shards as sh
+    from pipeline.shards.writer import write_shards
     from tests.test_shards import HEIGHT, WIDTH, make_video
 
     video = make_video(tmp_path, "vid0-abcdef00", n_pairs=2, masks=False, guidance=False)
@@ -149,7 +149,7 @@ def test_valid_bit_reaches_the_cmp_batch_and_its_guidance(tmp_path):
         flow, _ = decode_flow_png(png.read_bytes())
         flow[:20, 30:] += 6.0  # motion boundaries in the valid half too
         png.write_bytes(encode_flow_png(flow, valid)[0])
-    index = sh.write_shards([video], tmp_path / "shards", val_fraction=0.0)
+    index = write_shards([video], tmp_path / "shards", val_fraction=0.0)
     assert index["totals"]["n_samples"] == 2
     data = ShardDataset(
         [tmp_path / "shards" / "index.json"],

@@ -1,4 +1,4 @@
-"""Tests for pipeline.guidance: CMP watershed + grid guidance points (Zhan et al. 2019, 3.2)."""
+"""Tests for pipeline.guidance and guidance_watershed: CMP guidance points (Zhan et al. 2019, 3.2)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from scipy import ndimage, signal
 
 from pipeline import guidance as g
+from pipeline import guidance_watershed as gw
 
 SQUARE = (120, 260)  # [start, end) rows and columns of the moving square
 
@@ -63,7 +64,7 @@ def scipy_candidates(flow: np.ndarray, kernel_size: int) -> set[tuple[int, int]]
 def test_translating_square_gives_watershed_inside_and_grid_outside():
     flow = translating_square()
     result = g.sample_guidance(flow, kernel_size=81, grid_stride=200, rng=0)
-    grid = as_set(g.grid_points(flow.shape[:2], 200))
+    grid = as_set(gw.grid_points(flow.shape[:2], 200))
     assert grid == {(92, 92), (92, 292), (292, 92), (292, 292)}  # as the authors' grid at 384
     inside = [
         (y, x) for y, x in as_set(result.points) if all(SQUARE[0] <= c < SQUARE[1] for c in (y, x))
@@ -80,26 +81,26 @@ def test_zero_flow_gives_grid_points_only():
     flow = np.zeros((384, 384, 2), np.float32)
     result = g.sample_guidance(flow, rng=0)
     assert result.n_watershed == 0 and result.n_grid == 4
-    assert as_set(result.points) == as_set(g.grid_points((384, 384), 200))
+    assert as_set(result.points) == as_set(gw.grid_points((384, 384), 200))
 
 
 def test_uniform_motion_is_like_zero_flow():
     flow = np.full((200, 300, 2), (5.0, -7.0), np.float32)
     result = g.sample_guidance(flow, grid_stride=80, rng=3)
     assert result.n_watershed == 0
-    assert as_set(result.points) == as_set(g.grid_points((200, 300), 80))
+    assert as_set(result.points) == as_set(gw.grid_points((200, 300), 80))
 
 
 def test_edges_match_scipy_symmetric_boundary():
     rng = np.random.default_rng(6)
     flow = rng.normal(0, 1, (30, 41, 2)).astype(np.float32)
     np.testing.assert_allclose(
-        g.motion_edges(flow), scipy_edges(flow.astype(np.float64)), rtol=1e-5, atol=1e-5
+        gw.motion_edges(flow), scipy_edges(flow.astype(np.float64)), rtol=1e-5, atol=1e-5
     )
     # A ramp u = x: slope 1 gives 8 inside and 4 at the left/right border ("cba|abc").
     ramp = np.zeros((10, 12, 2), np.float32)
     ramp[:, :, 0] = np.arange(12)
-    edges = g.motion_edges(ramp)
+    edges = gw.motion_edges(ramp)
     np.testing.assert_allclose(edges[:, 1:-1], 8)
     np.testing.assert_allclose(edges[:, [0, -1]], 4)
 
@@ -112,8 +113,8 @@ def test_candidates_match_scipy_reference():
         h, w = rng.integers(10, 50, size=2)
         flow[y0 : y0 + h, x0 : x0 + w] = rng.choice([-4.0, 2.0, 6.0], size=2)
     for kernel_size in (5, 15, 31):
-        edges = g.binarise_edges(g.motion_edges(flow))
-        ours = as_set(g.nms_candidates(g.watershed_map(edges), kernel_size))
+        edges = gw.binarise_edges(gw.motion_edges(flow))
+        ours = as_set(gw.nms_candidates(gw.watershed_map(edges), kernel_size))
         assert ours == scipy_candidates(flow.astype(np.float64), kernel_size)
         assert ours  # the comparison is not vacuous
 
@@ -124,16 +125,16 @@ def test_same_seed_same_points_different_seed_differs_on_ties():
     again = g.sample_guidance(flow, rng=np.random.default_rng(11))
     np.testing.assert_array_equal(first.points, again.points)
     watershed = {
-        seed: as_set(g.watershed_points(flow, kernel_size=81, rng=seed)) for seed in range(4)
+        seed: as_set(gw.watershed_points(flow, kernel_size=81, rng=seed)) for seed in range(4)
     }
     assert len({frozenset(points) for points in watershed.values()}) > 1
 
 
 def test_near_duplicates_are_spread_and_thinning_is_maximal():
     flow = horizontal_band()
-    candidates = g.nms_candidates(g.watershed_map(g.binarise_edges(g.motion_edges(flow))), 81)
+    candidates = gw.nms_candidates(gw.watershed_map(gw.binarise_edges(gw.motion_edges(flow))), 81)
     assert len(candidates) > 300  # the whole ridge ties
-    kept = g.remove_near_duplicates(candidates, 81, shape=(384, 384), rng=5)
+    kept = gw.remove_near_duplicates(candidates, 81, shape=(384, 384), rng=5)
     assert as_set(kept) <= as_set(candidates)
     assert chebyshev_gaps(kept).min() >= 40  # (K - 1) / 2
     # Every dropped candidate has a kept one closer than (K - 1) / 2 (greedy is maximal).
@@ -150,8 +151,8 @@ def test_raster_and_pairwise_thinning_agree(kernel_size):
     points = np.stack(np.unravel_index(flat, shape), axis=1).astype(np.int64)
     order = rng.permutation(len(points))
     gap = (kernel_size - 1) // 2
-    pairwise = g._greedy_pairwise(points, order, gap)
-    raster = g._greedy_raster(points, order, gap, shape)
+    pairwise = gw._greedy_pairwise(points, order, gap)
+    raster = gw._greedy_raster(points, order, gap, shape)
     np.testing.assert_array_equal(pairwise, raster)
 
 
@@ -160,10 +161,10 @@ def test_many_candidates_take_the_raster_path():
     yy, xx = np.mgrid[0:256, 0:256]
     flow = np.zeros((256, 256, 2), np.float32)
     flow[((yy // 4 + xx // 4) % 2) == 1] = (2.0, 0.0)
-    edges = g.binarise_edges(g.motion_edges(flow))
-    candidates = g.nms_candidates(g.watershed_map(edges), 9)
-    assert len(candidates) > g._PAIRWISE_MAX_CANDIDATES
-    kept = g.remove_near_duplicates(candidates, 9, shape=(256, 256), rng=0)
+    edges = gw.binarise_edges(gw.motion_edges(flow))
+    candidates = gw.nms_candidates(gw.watershed_map(edges), 9)
+    assert len(candidates) > gw._PAIRWISE_MAX_CANDIDATES
+    kept = gw.remove_near_duplicates(candidates, 9, shape=(256, 256), rng=0)
     # No two kept points within a 7 x 7 window (closer than 4 in both axes): count per window.
     marks = np.zeros((256, 256))
     marks[kept[:, 0], kept[:, 1]] = 1
@@ -214,7 +215,7 @@ def test_points_never_on_the_border(shape, kernel_size, stride, downsample):
 @settings(max_examples=60, deadline=None)
 @given(st.integers(3, 900), st.integers(3, 900), st.integers(1, 400))
 def test_grid_is_centred_regular_and_off_the_border(height, width, stride):
-    grid = g.grid_points((height, width), stride)
+    grid = gw.grid_points((height, width), stride)
     for axis, size in enumerate((height, width)):
         values = np.unique(grid[:, axis])
         assert values.min() >= 1 and values.max() <= size - 2
@@ -233,14 +234,14 @@ def test_grid_is_centred_regular_and_off_the_border(height, width, stride):
     [(81, 1, 81), (81, 2, 41), (81, 3, 27), (67, 2, 35), (31, 2, 17), (3, 2, 3), (5, 8, 3)],
 )
 def test_downsampled_kernel_spans_about_the_same_pixels(kernel_size, downsample, expected):
-    assert g.downsampled_kernel_size(kernel_size, downsample) == expected
+    assert gw.downsampled_kernel_size(kernel_size, downsample) == expected
 
 
 @pytest.mark.parametrize("downsample", [2, 3])
 def test_downsampled_square_still_gives_its_centre_and_the_grid(downsample):
     flow = translating_square()
     result = g.sample_guidance(flow, downsample=downsample, rng=0)
-    grid = as_set(g.grid_points(flow.shape[:2], 200))
+    grid = as_set(gw.grid_points(flow.shape[:2], 200))
     points = as_set(result.points)
     assert result.n_watershed == 1 and result.n_grid == 4
     assert points - grid  # the watershed point is not a grid point
@@ -254,10 +255,10 @@ def test_downsampled_points_are_the_subsampled_flows_points():
     rng = np.random.default_rng(4)
     flow = ndimage.zoom(rng.normal(0, 3, (13, 11, 2)), (30, 30, 1), order=0)[:385, :327]
     flow = flow.astype(np.float32)
-    coarse = g.watershed_points(flow, kernel_size=81, downsample=2, rng=0)
+    coarse = gw.watershed_points(flow, kernel_size=81, downsample=2, rng=0)
     height, width = flow.shape[0] // 2, flow.shape[1] // 2
     subsampled = np.ascontiguousarray(flow[: 2 * height : 2, : 2 * width : 2])
-    direct = g.watershed_points(subsampled, kernel_size=41, rng=0)
+    direct = gw.watershed_points(subsampled, kernel_size=41, rng=0)
     assert len(coarse) > 0
     assert as_set(coarse) == as_set(2 * direct)
 
@@ -266,7 +267,7 @@ def test_downsample_is_capped_for_tiny_flow():
     flow = translating_square(12)
     flow[4:8, 4:8] = (1.0, 0.0)
     # A step of 8 would leave a 1 x 1 field; it is capped to 4 (a 3 x 3 field).
-    result = g.watershed_points(flow, kernel_size=3, downsample=8, rng=0)
+    result = gw.watershed_points(flow, kernel_size=3, downsample=8, rng=0)
     assert (result % 4 == 0).all()
 
 
@@ -313,21 +314,21 @@ def test_grid_stride_zero_disables_the_grid():
 def test_edge_floor_sets_an_absolute_threshold_for_weak_flow():
     edges = np.array([[0.0005, 0.0015], [0.004, 0.0]], np.float32)  # max below the 0.01 floor
     np.testing.assert_array_equal(
-        g.binarise_edges(edges), [[False, True], [True, False]]
+        gw.binarise_edges(edges), [[False, True], [True, False]]
     )  # > 0.1 * 0.01, not > 0.1 * max
     # Relative to the max, 0.0005 would have counted (> 0.1 * 0.004): the floor drops it.
     strong = np.array([[0.03, 0.05], [0.4, 0.0]], np.float32)  # max above the floor
-    np.testing.assert_array_equal(g.binarise_edges(strong), [[False, True], [True, False]])
+    np.testing.assert_array_equal(gw.binarise_edges(strong), [[False, True], [True, False]])
 
 
 def test_tiny_flow_noise_creates_no_watershed_points():
     rng = np.random.default_rng(2)
     flow = np.full((128, 128, 2), (1.5, -0.5), np.float32)
     flow += rng.uniform(-1e-5, 1e-5, flow.shape).astype(np.float32)
-    assert g.motion_edges(flow).max() < 0.001  # Sobel response below 0.1 * floor
+    assert gw.motion_edges(flow).max() < 0.001  # Sobel response below 0.1 * floor
     assert g.sample_guidance(flow, kernel_size=15, grid_stride=40, rng=0).n_watershed == 0
     # Without the floor the same noise would be stretched to full scale and sampled.
-    stretched = g.binarise_edges(g.motion_edges(flow), edge_floor=1e-9)
+    stretched = gw.binarise_edges(gw.motion_edges(flow), edge_floor=1e-9)
     assert stretched.mean() > 0.1
 
 
@@ -335,9 +336,9 @@ def test_weak_noise_above_the_absolute_threshold_still_makes_edges():
     # The floor is a scale floor, not a noise gate: responses between 0.001 and 0.01 count.
     rng = np.random.default_rng(3)
     flow = rng.uniform(-2e-4, 2e-4, (128, 128, 2)).astype(np.float32)
-    edges = g.motion_edges(flow)
+    edges = gw.motion_edges(flow)
     assert 0.001 < edges.max() < 0.01
-    assert g.watershed_points(flow, kernel_size=15, rng=0).size > 0
+    assert gw.watershed_points(flow, kernel_size=15, rng=0).size > 0
 
 
 # --------------------------------------------------------------------------- network input
@@ -473,4 +474,4 @@ def test_bad_points_rejected(points):
 
 def test_duplicate_candidates_rejected():
     with pytest.raises(ValueError, match="distinct"):
-        g.remove_near_duplicates(np.array([[3, 3], [3, 3]]), 5, shape=(10, 10), rng=0)
+        gw.remove_near_duplicates(np.array([[3, 3], [3, 3]]), 5, shape=(10, 10), rng=0)

@@ -1,4 +1,4 @@
-"""Tests for pipeline/shards.py: packing loose stage outputs into HDF5 shards and reading them back."""
+"""Tests for pipeline.shards: packing loose stage outputs into HDF5 shards and reading them back."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline import shards as sh
+from pipeline.shards.codec import LAYOUTS, SCHEMA_VERSION
+from pipeline.shards.loose import VideoInput
+from pipeline.shards.reader import ShardReader, read_index
+from pipeline.shards.validate import main_validate, validate_shards
+from pipeline.shards.writer import _ShardWriter, array_filter, split_videos, write_shards
+from pipeline.video import file_sha256
 
 HEIGHT, WIDTH = 48, 64
 
@@ -36,7 +41,7 @@ def make_video(
     guidance: bool = True,
     seed: int = 0,
     flow_fn=None,
-) -> sh.VideoInput:
+) -> VideoInput:
     """Loose flow / masks / guidance outputs of one video, as docs/CONTRACTS.md describes them."""
     rng = np.random.default_rng(seed)
     flow_dir = root / "flow" / video_id
@@ -110,7 +115,7 @@ def make_video(
             n_watershed=np.array(gd["counts"], np.int32),
             n_grid=np.zeros(n_pairs, np.int32),
         )
-    return sh.VideoInput(video_id, flow_dir, masks_dir, npz)
+    return VideoInput(video_id, flow_dir, masks_dir, npz)
 
 
 def write_tsv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -118,7 +123,7 @@ def write_tsv(path: Path, header: list[str], rows: list[list]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def make_set(root: Path, n_videos: int = 4, **kwargs) -> list[sh.VideoInput]:
+def make_set(root: Path, n_videos: int = 4, **kwargs) -> list[VideoInput]:
     return [make_video(root, f"vid{v}-abcdef{v:02d}", seed=v, **kwargs) for v in range(n_videos)]
 
 
@@ -127,7 +132,7 @@ def packed(tmp_path_factory):
     root = tmp_path_factory.mktemp("loose")
     videos = make_set(root)
     out = root / "shards"
-    index = sh.write_shards(
+    index = write_shards(
         videos, out, target_mb=0.02, val_fraction=0.25, seed=3, config={"k": 1}, flow_method="dis"
     )
     return videos, out, index
@@ -140,7 +145,7 @@ def test_split_is_by_video_and_index_is_consistent(packed):
         with h5py.File(out / entry["file"]) as f:
             by_split[entry["split"]] |= {v.decode() for v in f["video_id"][()]}
             assert f.attrs["split"] == entry["split"]
-        assert entry["sha256"] == sh._sha256(out / entry["file"])
+        assert entry["sha256"] == file_sha256(out / entry["file"])
         assert entry["n_samples"] == len(entry["sample_ids"])
     assert by_split["train"] and by_split["val"]
     assert not by_split["train"] & by_split["val"]
@@ -148,7 +153,7 @@ def test_split_is_by_video_and_index_is_consistent(packed):
     assert index["totals"]["n_samples"] == 12 == sum(s["n_samples"] for s in index["shards"])
     assert index["totals"]["n_shards"] == len(index["shards"]) > 2  # small target -> several
     assert index["config"] == {"k": 1} and index["flow_method"] == "dis"
-    assert index["schema_version"] == sh.SCHEMA_VERSION
+    assert index["schema_version"] == SCHEMA_VERSION
     assert json.loads((out / "index.json").read_text()) == index
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [s["file"] for s in index["shards"]] + ["index.json"]
@@ -157,33 +162,33 @@ def test_split_is_by_video_and_index_is_consistent(packed):
 
 def test_split_rules():
     ids = [f"v{i}" for i in range(10)]
-    a = sh.split_videos(ids, val_fraction=0.2, seed=1)
+    a = split_videos(ids, val_fraction=0.2, seed=1)
     assert sorted(a.values()).count("val") == 2
-    assert a == sh.split_videos(ids[::-1], val_fraction=0.2, seed=1)  # order-independent
-    assert list(sh.split_videos(["only"], val_fraction=0.5, seed=0).values()) == ["train"]
-    two = sh.split_videos(["a", "b"], val_fraction=0.01, seed=0)
+    assert a == split_videos(ids[::-1], val_fraction=0.2, seed=1)  # order-independent
+    assert list(split_videos(["only"], val_fraction=0.5, seed=0).values()) == ["train"]
+    two = split_videos(["a", "b"], val_fraction=0.01, seed=0)
     assert sorted(two.values()) == ["train", "val"]  # at least one each
-    assert "train" in sh.split_videos(["a", "b"], val_fraction=0.99, seed=0).values()
+    assert "train" in split_videos(["a", "b"], val_fraction=0.99, seed=0).values()
     with pytest.raises(ValueError):
-        sh.split_videos(ids, val_fraction=1.0, seed=0)
+        split_videos(ids, val_fraction=1.0, seed=0)
     with pytest.raises(ValueError):
-        sh.split_videos(["a", "a"], val_fraction=0.1, seed=0)
+        split_videos(["a", "a"], val_fraction=0.1, seed=0)
 
 
 def test_one_video_goes_to_train(tmp_path):
-    index = sh.write_shards(make_set(tmp_path, 1), tmp_path / "s", val_fraction=0.5)
+    index = write_shards(make_set(tmp_path, 1), tmp_path / "s", val_fraction=0.5)
     assert index["splits"]["val"]["n_samples"] == 0 and index["splits"]["train"]["n_samples"] == 3
     assert index["notes"]
 
 
-@pytest.mark.parametrize("layout", sh.LAYOUTS)
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_round_trip(tmp_path, layout):
     videos = make_set(tmp_path, 2)
-    index = sh.write_shards(videos, tmp_path / "s", layout=layout, val_fraction=0.0)
+    index = write_shards(videos, tmp_path / "s", layout=layout, val_fraction=0.0)
     assert index["totals"]["n_samples"] == 6
     seen = 0
     for entry in index["shards"]:
-        reader = sh.ShardReader(tmp_path / "s" / entry["file"])
+        reader = ShardReader(tmp_path / "s" / entry["file"])
         for i in range(len(reader)):
             got = reader.read_sample(i)
             vid = next(v for v in videos if v.video_id == got["video_id"])
@@ -215,7 +220,7 @@ def test_round_trip(tmp_path, layout):
 
 def test_reader_subset_and_bounds(packed):
     _, out, index = packed
-    reader = sh.ShardReader(out / index["shards"][0]["file"])
+    reader = ShardReader(out / index["shards"][0]["file"])
     sample = reader.read_sample(0, fields=("image",))
     assert "flow" not in sample and "points" not in sample and sample["image"].shape[2] == 3
     with pytest.raises(IndexError):
@@ -225,19 +230,19 @@ def test_reader_subset_and_bounds(packed):
 
 
 def test_unknown_schema_version_refused(tmp_path):
-    index = sh.write_shards(make_set(tmp_path, 1, n_pairs=1), tmp_path / "s")
+    index = write_shards(make_set(tmp_path, 1, n_pairs=1), tmp_path / "s")
     path = tmp_path / "s" / index["shards"][0]["file"]
     with h5py.File(path, "a") as f:
         f.attrs["schema_version"] = 99
     with pytest.raises(ValueError, match="schema version 99 is not supported"):
-        sh.ShardReader(path).read_sample(0)
+        ShardReader(path).read_sample(0)
     with pytest.raises(ValueError, match="schema version 99"):
-        len(sh.ShardReader(path))
+        len(ShardReader(path))
     data = json.loads((tmp_path / "s/index.json").read_text())
     data["schema_version"] = 7
     (tmp_path / "s/index.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="schema version 7"):
-        sh.read_index(tmp_path / "s")
+        read_index(tmp_path / "s")
 
 
 def flip_byte(path: Path, offset: int) -> None:
@@ -248,11 +253,11 @@ def flip_byte(path: Path, offset: int) -> None:
         handle.write(bytes([byte ^ 0xFF]))
 
 
-@pytest.mark.parametrize("layout", sh.LAYOUTS)
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_validate_catches_a_flipped_byte(tmp_path, layout, capsys):
     out = tmp_path / "s"
-    index = sh.write_shards(make_set(tmp_path, 2), out, layout=layout, val_fraction=0.0)
-    assert sh.validate_shards(out)["ok"] and sh.main_validate([str(out)]) == 0
+    index = write_shards(make_set(tmp_path, 2), out, layout=layout, val_fraction=0.0)
+    assert validate_shards(out)["ok"] and main_validate([str(out)]) == 0
     entry = index["shards"][0]
     path = out / entry["file"]
     with h5py.File(path) as f:
@@ -267,33 +272,33 @@ def test_validate_catches_a_flipped_byte(tmp_path, layout, capsys):
             blob = f["image"][1].tobytes()
             offset = path.read_bytes().find(blob) + len(blob) // 2
     flip_byte(path, offset)
-    report = sh.validate_shards(out)
+    report = validate_shards(out)
     assert not report["ok"]
     assert [c["index"] for c in report["corrupt"]] == [1]
     assert report["corrupt"][0]["sample_id"] == entry["sample_ids"][1]
     assert report["sha256_mismatch"][0]["file"] == entry["file"]
-    assert sh.main_validate([str(out)]) == 1
+    assert main_validate([str(out)]) == 1
     assert "problem" in capsys.readouterr().err
 
 
 def test_validate_reports_missing_index_and_shape_mismatch(tmp_path):
-    assert sh.main_validate([str(tmp_path)]) == 1
+    assert main_validate([str(tmp_path)]) == 1
     out = tmp_path / "s"
-    index = sh.write_shards(make_set(tmp_path, 1, n_pairs=2), out)
+    index = write_shards(make_set(tmp_path, 1, n_pairs=2), out)
     path = out / index["shards"][0]["file"]
     with h5py.File(path, "a") as f:
         f["height"][0] = HEIGHT + 1  # metadata disagrees with the stored image
         f["width"][1] = WIDTH - 1  # ... a stored array larger than the metadata says
-    report = sh.validate_shards(out)
+    report = validate_shards(out)
     assert [m["index"] for m in report["shape_mismatch"]] == [0, 1] and report["sha256_mismatch"]
 
 
 def test_interrupted_write_leaves_nothing_complete(tmp_path, monkeypatch):
     videos = make_set(tmp_path, 2)
     out = tmp_path / "s"
-    sh.write_shards(videos, out, val_fraction=0.0)  # an earlier complete run
+    write_shards(videos, out, val_fraction=0.0)  # an earlier complete run
     calls = {"n": 0}
-    original = sh._ShardWriter.add
+    original = _ShardWriter.add
 
     def dying_add(self, sample):
         calls["n"] += 1
@@ -301,9 +306,9 @@ def test_interrupted_write_leaves_nothing_complete(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # as if the job were killed mid-shard
         original(self, sample)
 
-    monkeypatch.setattr(sh._ShardWriter, "add", dying_add)
+    monkeypatch.setattr(_ShardWriter, "add", dying_add)
     with pytest.raises(KeyboardInterrupt):
-        sh.write_shards(videos, out, val_fraction=0.0)
+        write_shards(videos, out, val_fraction=0.0)
     assert not (out / "index.json").exists()
     assert not list(out.glob(".*tmp*"))  # the half-written shard was removed
 
@@ -312,22 +317,22 @@ def test_bad_inputs_are_rejected_with_reasons(tmp_path):
     videos = make_set(tmp_path, 1, n_pairs=3)
     (videos[0].flow_dir / "frames/s000_f000001.jpg").write_bytes(b"not a jpeg")
     (videos[0].flow_dir / "flow/s000_f000002_g01.png").unlink()
-    index = sh.write_shards(videos, tmp_path / "s")
+    index = write_shards(videos, tmp_path / "s")
     assert index["totals"]["n_samples"] == 1 and index["totals"]["n_rejected"] == 2
     reasons = [r["reason"] for r in index["rejected"]]
     assert "not a decodable image" in reasons[0] and "No such file" in reasons[1]
     with pytest.raises(ValueError):
-        sh.write_shards(videos, tmp_path / "t", target_mb=0)
+        write_shards(videos, tmp_path / "t", target_mb=0)
     with pytest.raises(ValueError):
-        sh.write_shards(videos, tmp_path / "t", layout="zip")
+        write_shards(videos, tmp_path / "t", layout="zip")
     with pytest.raises(ValueError):
-        sh.write_shards([], tmp_path / "t")
+        write_shards([], tmp_path / "t")
 
 
 def test_wrong_size_flow_is_rejected(tmp_path):
     video = make_video(tmp_path, "v", n_pairs=1)
     (video.flow_dir / "flow/s000_f000000_g01.png").write_bytes(encode_kitti(np.zeros((8, 8, 2))))
-    index = sh.write_shards([video], tmp_path / "s")
+    index = write_shards([video], tmp_path / "s")
     assert "size mismatch" in index["rejected"][0]["reason"]
 
 
@@ -347,10 +352,10 @@ def test_wrong_size_flow_is_rejected(tmp_path):
 def test_window_read_is_the_whole_read_cut(tmp_path, layout, compression):
     videos = make_set(tmp_path, 1, height=150, width=170)
     out = tmp_path / "s"
-    index = sh.write_shards(
+    index = write_shards(
         videos, out, layout=layout, array_compression=compression, tile_size=32, val_fraction=0.0
     )
-    reader = sh.ShardReader(out / index["shards"][0]["file"])
+    reader = ShardReader(out / index["shards"][0]["file"])
     for i in range(len(reader)):
         whole = reader.read_sample(i)
         for top, bottom, left, right in [(0, 150, 0, 170), (7, 100, 33, 170), (31, 33, 64, 65)]:
@@ -370,13 +375,13 @@ def test_window_read_is_the_whole_read_cut(tmp_path, layout, compression):
 
 def test_arrays_are_stored_in_tiles_with_the_chosen_filter(tmp_path):
     out = tmp_path / "s"
-    index = sh.write_shards(
+    index = write_shards(
         make_set(tmp_path, 1, height=150, width=170), out, tile_size=64, val_fraction=0.0
     )
     with h5py.File(out / index["shards"][0]["file"]) as f:
         flow = f["arrays/000000/flow"]
         assert flow.chunks == (64, 64, 3) and flow.fletcher32
-        assert str(sh.array_filter("blosc-lz4", 2)["compression"]) in flow._filters
+        assert str(array_filter("blosc-lz4", 2)["compression"]) in flow._filters
         assert f.attrs["array_compression"] == "blosc-lz4" and f.attrs["tile_size"] == 64
         assert f.attrs["flow_codec"] == "array-kitti-uint16-blosc-lz4"
 
@@ -391,4 +396,4 @@ def test_arrays_are_stored_in_tiles_with_the_chosen_filter(tmp_path):
 )
 def test_bad_storage_options_rejected(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        sh.write_shards(make_set(tmp_path, 1, n_pairs=1), tmp_path / "s", **kwargs)
+        write_shards(make_set(tmp_path, 1, n_pairs=1), tmp_path / "s", **kwargs)

@@ -1,4 +1,4 @@
-"""Tests for pipeline.synthetic: determinism, exact ground truth, writers, bad parameters."""
+"""Tests for pipeline.synthetic (+ _params, _scene, _io): determinism, exact ground truth, writers, bad parameters."""
 
 from __future__ import annotations
 
@@ -6,14 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import synthetic
-from pipeline.synthetic import (
-    CLASS_NAMES,
-    render_clip,
-    render_labelled_frames,
-    write_synthetic_video,
-    write_video,
-)
+from pipeline import synthetic_io, synthetic_scene
+from pipeline.synthetic import render_clip, render_labelled_frames
+from pipeline.synthetic_io import write_synthetic_video, write_video
+from pipeline.synthetic_scene import CLASS_NAMES
 from pipeline.video import iter_frames
 
 H, W = 48, 64
@@ -217,7 +213,7 @@ def test_write_synthetic_video(tmp_path):
 def test_ground_truth_round_trips_at_every_compression(tmp_path, clip, level):
     _, gt = clip
     path = tmp_path / "g.gt.npz"
-    synthetic.write_ground_truth(path, gt, compress_level=level)
+    synthetic_io.write_ground_truth(path, gt, compress_level=level)
     with np.load(path) as stored:  # no pickle needed, class names included
         for key in gt:
             np.testing.assert_array_equal(stored[key], gt[key])
@@ -225,7 +221,7 @@ def test_ground_truth_round_trips_at_every_compression(tmp_path, clip, level):
 
 def test_bad_compress_level_rejected(tmp_path, clip):
     with pytest.raises(ValueError):
-        synthetic.write_ground_truth(tmp_path / "g.npz", clip[1], compress_level=10)
+        synthetic_io.write_ground_truth(tmp_path / "g.npz", clip[1], compress_level=10)
     assert not list(tmp_path.iterdir())
 
 
@@ -310,7 +306,7 @@ def test_bad_video_parameters_rejected(tmp_path, clip):
 
 
 def test_textures_are_bundled_photos():
-    photos = synthetic._photos()
-    assert len(photos) == len(synthetic.TEXTURE_PHOTOS) >= 8
+    photos = synthetic_scene._photos()
+    assert len(photos) == len(synthetic_scene.TEXTURE_PHOTOS) >= 8
     for image, _ in photos:
         assert image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) >= 150

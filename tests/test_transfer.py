@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 
 from models import transfer
-from pipeline import synthetic
+from pipeline import synthetic_scene
 
 
 def test_transfer_tasks_share_no_texture_source_with_the_pretraining_generator() -> None:
     # by pixel content: whatever file or alias (e.g. skimage's cat == chelsea) a photo comes from
-    pretraining = {transfer.photo_digest(image) for image, _ in synthetic._photos()}
-    assert len(pretraining) == len(synthetic.TEXTURE_PHOTOS)
+    pretraining = {transfer.photo_digest(image) for image, _ in synthetic_scene._photos()}
+    assert len(pretraining) == len(synthetic_scene.TEXTURE_PHOTOS)
     used = {transfer.photo_digest(image) for image, _ in transfer.transfer_photos()}
     assert len(used) == len(transfer.TRANSFER_PHOTOS)
     assert not pretraining & used
     # and by name: no transfer file is one of the generator's photographs
     stems = {name.split(".")[0] for _, name in transfer.TRANSFER_PHOTOS}
-    assert not stems & set(synthetic.TEXTURE_PHOTOS)
+    assert not stems & set(synthetic_scene.TEXTURE_PHOTOS)
 
 
 def test_mosaics_are_labelled_by_texture_and_seeded_per_split() -> None:

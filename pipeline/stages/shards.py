@@ -14,7 +14,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.shards import VideoInput, main_validate, read_index, write_shards
+from pipeline.shards.loose import VideoInput
+from pipeline.shards.reader import read_index
+from pipeline.shards.validate import main_validate
+from pipeline.shards.writer import write_shards
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 
-from pipeline.synthetic import write_synthetic_video
+from pipeline.synthetic_io import write_synthetic_video
 
 log = logging.getLogger(__name__)
 
