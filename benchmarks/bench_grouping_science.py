@@ -19,7 +19,8 @@ choose settings and to draw the learning curve of ``--score-every``) and ``test`
 ``--test-clips 0`` for exploratory runs.
 
 Training is time-boxed (Lightning ``max_time``, optionally ``--max-steps``) on the CPU with
-``--threads`` threads. JSON to ``--out`` (default benchmarks/out/grouping_science.json, one key per
+``--threads`` threads; Adam at a constant lr, or with ``--lr-schedule cosine`` decayed to 0 by the
+end of the box (whichever of the time box and ``--max-steps`` ends first). JSON to ``--out`` (default benchmarks/out/grouping_science.json, one key per
 method; a rerun of one method keeps the other).
 Usage: python benchmarks/bench_grouping_science.py s3 --minutes 18 --threads 2
 """
@@ -121,6 +122,27 @@ class SelectCurve(pl.Callback):
             print(json.dumps(point), flush=True)
 
 
+class CosineBox(pl.Callback):
+    """``--lr-schedule cosine``: lr = base · ½(1 + cos(π p)) before each step, p the larger of the
+    fractions of the time box and of ``max_steps`` used, so the lr reaches 0 as the box ends."""
+
+    def __init__(self, minutes: float, max_steps: int) -> None:
+        self.seconds, self.max_steps = 60.0 * minutes, max_steps
+        self.start = time.perf_counter()
+
+    def on_train_start(self, trainer, module) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        progress = (time.perf_counter() - self.start) / self.seconds
+        if self.max_steps > 0:
+            progress = max(progress, trainer.global_step / self.max_steps)
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        for optimiser in trainer.optimizers:
+            for group in optimiser.param_groups:
+                group["lr"] = float(module.hparams.lr) * factor
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("method", choices=("s3", "cpfs"))
@@ -135,6 +157,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant")
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--losses", default="affine,entropy", help="comma-separated S3 losses")
     parser.add_argument("--loss-weights", default="", help="e.g. entropy=0.1")
@@ -192,6 +215,7 @@ def main() -> None:
     module = build_module(args)
     random_init = {name: score(module, args.method, s) for name, s in splits.items()}
     curve = SelectCurve(args.method, splits["select"], args.score_every)
+    cosine = args.lr_schedule == "cosine"
     trainer = pl.Trainer(
         accelerator="cpu",
         max_time={"minutes": args.minutes},
@@ -203,7 +227,7 @@ def main() -> None:
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        callbacks=[curve],
+        callbacks=[curve] + ([CosineBox(args.minutes, args.max_steps)] if cosine else []),
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)

@@ -83,3 +83,26 @@ def test_layer_samples_of_different_seeds_differ(view: str) -> None:
     # the science check's train / select / test splits are different seeds: different frames
     a, b = _frame(view, 100), _frame(view, 10_000)
     assert not torch.equal(a["image"], b["image"]) and not torch.equal(a["layers"], b["layers"])
+
+
+def test_cosine_box_decays_the_lr_to_zero_over_the_step_budget() -> None:
+    # benchmarks/bench_grouping_science.py --lr-schedule cosine: lr = base · ½(1 + cos(π p))
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_grouping_science.py"
+    spec = importlib.util.spec_from_file_location("bench_grouping_science", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    optimiser = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1.0)
+    module = SimpleNamespace(hparams=SimpleNamespace(lr=2e-3))
+    box = bench.CosineBox(minutes=60.0, max_steps=100)  # the step budget ends first
+    lrs = []
+    for step in (0, 50, 100, 150):
+        trainer = SimpleNamespace(optimizers=[optimiser], global_step=step)
+        box.on_train_batch_start(trainer, module, None, step)
+        lrs.append(optimiser.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(2e-3, rel=1e-3)
+    assert lrs[1] == pytest.approx(1e-3, rel=1e-2)
+    assert lrs[2] == pytest.approx(0.0, abs=1e-9) and lrs[3] == pytest.approx(0.0, abs=1e-9)
