@@ -30,7 +30,7 @@ batches do not depend on the number of workers.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,8 +38,9 @@ import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
+from models.resumable import EpochSampler, start_at_batch, trained_batches
 from models.workers import ThreadLimitedLoader
 from pipeline.shards.reader import ShardReader, read_index
 
@@ -412,36 +413,28 @@ class ShardDataset(Dataset):
         )
 
 
-class SeededWeightedSampler(Sampler):
+class SeededWeightedSampler(EpochSampler):
     """Weighted sampling with replacement that also hands each draw its own augmentation seed.
 
     Equivalent to ``WeightedRandomSampler`` for the indices; the extra seed (drawn here, in the
     main process) makes the augmentation independent of which worker decodes the sample.
-    A new epoch (each ``iter``) draws new indices and seeds.
+    Epoch ``e``'s indices and seeds are a function of (seed, e) (a new epoch each ``iter``), and
+    the sampler resumes mid-epoch (``models.resumable.EpochSampler``).
     """
 
     def __init__(
         self, weights: np.ndarray, num_samples: int | None = None, seed: int | None = None
     ) -> None:
         self.weights = torch.as_tensor(np.asarray(weights, np.float64))
-        self.num_samples = len(self.weights) if num_samples is None else int(num_samples)
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
-        self.seed = int(np.random.SeedSequence().entropy % 2**62) if seed is None else int(seed)
-        self.epoch = 0
+        num_samples = len(self.weights) if num_samples is None else int(num_samples)
+        seed = int(np.random.SeedSequence().entropy % 2**62) if seed is None else int(seed)
+        super().__init__(num_samples, seed)
 
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        self.epoch += 1
+    def draw(self, epoch: int) -> list[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         indices = torch.multinomial(self.weights, self.num_samples, True, generator=generator)
         seeds = torch.randint(0, 2**62, (self.num_samples,), generator=generator)
-        yield from zip(indices.tolist(), seeds.tolist(), strict=True)
+        return list(zip(indices.tolist(), seeds.tolist(), strict=True))
 
 
 class ShardDataModule(pl.LightningDataModule):
@@ -540,6 +533,8 @@ class ShardDataModule(pl.LightningDataModule):
         )
         # drop_last: a trailing batch of one breaks BatchNorm statistics.
         drop_last = len(sampler) >= self.batch_size
+        # a resumed run continues the order where its checkpoint's step left it
+        start_at_batch(sampler, trained_batches(self), self.batch_size, drop_last)
         return self._loader(self.train_set, self.batch_size, sampler=sampler, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader | list:

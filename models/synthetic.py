@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from models.data import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, VIEWS
+from models.resumable import PermutationSampler, start_at_batch, trained_batches
 from pipeline.flowio import log_normalise_flow
 
 __all__ = ["SyntheticDataModule", "synthetic_sample"]
@@ -148,10 +149,10 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.val_set = InMemoryDataset([make(self.num_train + i) for i in range(self.num_val)])
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self.train_set, self.batch_size, shuffle=True, drop_last=True, generator=generator
-        )
+        # epoch e's order is a function of (seed, e); a resumed run continues it mid-epoch
+        sampler = PermutationSampler(len(self.train_set), self.seed)
+        start_at_batch(sampler, trained_batches(self), self.batch_size, drop_last=True)
+        return DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, self.batch_size, shuffle=False)

@@ -52,6 +52,7 @@ from models.checkpoints import (
     slim_final_checkpoints,
 )
 from models.methods import PretrainMethod, get_method
+from models.resumable import StepSeed
 from pipeline.atomic import atomic_path, write_json, write_text
 
 __all__ = [
@@ -257,7 +258,9 @@ def build_trainer(config: Mapping[str, Any], output_dir: Path) -> pl.Trainer:
         enable_version_counter=False,
         every_n_train_steps=int(t["checkpoint_every_n_steps"]),
     )
-    callbacks: list[Any] = [checkpoint, *early_stopping_callbacks(t, output_dir)]
+    # dropout / a loss's random draws in step n are a function of (seed, n): models.resumable
+    step_seed = StepSeed(int(config["seed"]))
+    callbacks: list[Any] = [checkpoint, step_seed, *early_stopping_callbacks(t, output_dir)]
     loggers: list[Any] = [CSVLogger(save_dir=str(output_dir), name="logs")]
     if importlib.util.find_spec("tensorboard") is not None:
         from pytorch_lightning.loggers import TensorBoardLogger
