@@ -6,10 +6,13 @@ at a seeded random moment (a crashed node), unlocks, reruns, and compares every 
 uninterrupted run's (sha256; logs, benchmark timings and chunk manifests, which hold seconds,
 are left out; ingest records hold the absolute video path, so the run folder is masked).
 The benchmark (fine-tuning) job is killed the same way at a seeded point of its runs and rerun
-directly (its inputs are trunk weights files). Pretraining's kill -9 test is in test_train.py,
-the kill during the final-checkpoint rewrite in test_checkpoints.py.
+directly (its inputs are trunk weights files). Pretraining is killed a seeded time after a seeded
+checkpoint step and rerun: the final weights and logged metrics equal an uninterrupted run's
+(models/resumable.py); test_train.py checks the resume bookkeeping per method, test_checkpoints.py
+the kill during the final-checkpoint rewrite.
 """
 
+import csv
 import hashlib
 import json
 import os
@@ -244,3 +247,100 @@ def test_kill_9_mid_benchmark_then_rerun_gives_the_same_outputs(bench_weights, t
     got["config.yaml"] = got["config.yaml"].replace(str(out).encode(), b"<OUT>")
     expected["config.yaml"] = expected["config.yaml"].replace(str(reference).encode(), b"<OUT>")
     assert got == expected
+
+
+# --------------------------------------------------------------------------- pretraining
+# A tiny CMP run on the synthetic scene: 16 samples in batches of 4 (4 steps an epoch), a
+# checkpoint every 2 steps (mid-epoch and on epoch boundaries), validation every 5.
+PRETRAIN_STEPS = 12
+
+
+def _pretrain_overrides(out: Path) -> list[str]:
+    from tests.test_train import tiny
+
+    return [
+        *tiny("cmp"),
+        f"output_dir={out}",
+        f"trainer.max_steps={PRETRAIN_STEPS}",
+        "trainer.checkpoint_every_n_steps=2",
+        "trainer.val_check_interval=5",
+        "trainer.enable_progress_bar=false",
+        "figures.enabled=false",
+    ]
+
+
+def _metric_rows(out: Path) -> list[dict[str, str]]:
+    """Every row of every CSV-logger version, its empty cells left out (a version's columns are
+    the metrics it logged); the metrics have no wall-time columns."""
+    rows = []
+    for path in sorted((out / "logs").glob("version_*/metrics.csv")):
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows += [{k: v for k, v in row.items() if v} for row in csv.DictReader(handle)]
+    return rows
+
+
+def _wait_for_checkpoint(last: Path, step: int, proc: subprocess.Popen) -> None:
+    """Until ``last`` holds a step >= ``step`` (Lightning replaces it by a rename)."""
+    from models.checkpoints import load_checkpoint
+
+    deadline, seen = time.monotonic() + 900, None  # seconds idle, minutes on a loaded machine
+    while True:
+        assert proc.poll() is None, "training ended before the kill"
+        assert time.monotonic() < deadline, f"no checkpoint of step {step} within 900 s"
+        if last.exists() and (stat := last.stat()).st_ino != seen:
+            seen = stat.st_ino
+            if int(load_checkpoint(last)["global_step"]) >= step:
+                return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_pretraining_then_rerun_gives_the_same_weights_and_metrics(tmp_path):
+    """kill -9 of training a seeded random time after a seeded checkpoint step, rerun: the final
+    checkpoint's weights and the exported trunk are equal to an uninterrupted run's, and so is
+    every logged metric row (step, epoch, losses, learning rate, validation metrics)."""
+    import torch
+
+    from models.train import fit, load_run_config
+
+    whole = fit(load_run_config(None, _pretrain_overrides(tmp_path / "whole")))
+
+    out = tmp_path / "killed"
+    chance = random.Random("pretraining")
+    step, delay = chance.choice([2, 4, 6, 8]), chance.uniform(0.0, 0.5)
+    command = [sys.executable, "-m", "models.train", "fit"]
+    for item in _pretrain_overrides(out):
+        command += ["--set", item]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for_checkpoint(out / "checkpoints" / "last.ckpt", step, proc)
+        time.sleep(delay)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    last = out / "checkpoints" / "last.ckpt"
+    killed_at = int(torch.load(last, weights_only=True)["global_step"])
+    assert step <= killed_at < PRETRAIN_STEPS, "killed too late: training had finished"
+
+    fit(load_run_config(None, _pretrain_overrides(out)))  # the rerun resumes from last.ckpt
+    got = torch.load(last, weights_only=True)
+    expected = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
+    assert got["global_step"] == expected["global_step"] == PRETRAIN_STEPS
+    assert got["state_dict"].keys() == expected["state_dict"].keys()
+    for name, value in expected["state_dict"].items():
+        assert torch.equal(got["state_dict"][name], value), name
+    trunk = torch.load(out / "backbone.pth", weights_only=True)
+    for name, value in torch.load(whole / "backbone.pth", weights_only=True).items():
+        assert torch.equal(trunk[name], value), name
+    # Rows the killed run flushed and the resumed run's rows are the uninterrupted run's; the
+    # resumed run logged every row from the checkpoint's step on (logged steps count from 0).
+    rows, reference = _metric_rows(out), _metric_rows(whole)
+    assert all(row in reference for row in rows)
+    after = [row for row in reference if int(row["step"]) >= killed_at]
+    assert after and all(row in rows for row in after)
+    if killed_at < 9:  # a validation (after step 10, logged as step 9) came after the kill
+        assert any("val/loss" in row for row in after if int(row["step"]) > killed_at)
