@@ -23,12 +23,14 @@ Lightning restores the weights, optimizer, LR-scheduler and loop counters itself
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch.utils.data import Sampler
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "start_at_batch",
     "trained_batches",
 ]
+
+_NOT_RESUMABLE = "You're resuming from a checkpoint that ended before the epoch ended"
 
 
 def derived_seed(*parts: int) -> int:
@@ -107,6 +111,9 @@ def start_at_batch(
     ``batch_size`` and ``drop_last``, whose every epoch is one pass of the sampler."""
     per_epoch = len(sampler) // batch_size if drop_last else math.ceil(len(sampler) / batch_size)
     epoch, within = divmod(int(batch), max(per_epoch, 1))  # 0 batches: Lightning trains none
+    # Lightning warns on a mid-epoch resume unless the loader has state_dict/load_state_dict;
+    # this loader's position comes from the restored step instead (module docstring)
+    warnings.filterwarnings("ignore", _NOT_RESUMABLE, PossibleUserWarning)
     state = {"seed": sampler.seed, "epoch": epoch, "offset": within * batch_size}
     sampler.load_state_dict(state)
     return state
