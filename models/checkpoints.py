@@ -15,10 +15,17 @@ naming the two ways out (delete the checkpoints, or keep ``final_checkpoint: ful
 
 A kill -9 while rewriting leaves the full ``last.ckpt`` in place (the slim one replaces it by a
 rename); the rerun finds that run complete from the full checkpoint itself and slims it then.
+
+Every checkpoint carries the settings it was trained with (``settings``: the resolved run config
+less :data:`RUN_ONLY_KEYS`, and its sha256; :class:`SettingsStamp`). A rerun whose settings differ
+(:func:`changed_settings`) does not resume from it: ``models.train`` starts the run afresh.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,17 +38,40 @@ from pipeline.atomic import atomic_path
 
 __all__ = [
     "FINAL_CHECKPOINT_MODES",
+    "RUN_ONLY_KEYS",
     "FinishedRunError",
     "RunCheckpoint",
+    "SettingsStamp",
+    "changed_settings",
     "completion",
     "load_checkpoint",
     "slim_final_checkpoints",
+    "training_settings",
 ]
 
 FINAL_CHECKPOINT_MODES = ("full", "weights")
 # What a weights-only checkpoint keeps: the weights, where training stopped, the loops' progress
 # and the hyper-parameters; optimizer, LR-scheduler, callback and precision state are dropped.
-_KEPT = ("epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops")
+_KEPT = ("epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "settings")
+# Keys of a resolved run config that do not change what is trained (where the run is written,
+# how long it trains: training on to a larger max_steps is a resume, what is logged, checkpointed
+# and drawn, how the loader is parallelised: the draws are seeded per sample, not per worker).
+RUN_ONLY_KEYS = (
+    "output_dir",
+    "figures",
+    "trainer.max_steps",
+    "trainer.log_every_n_steps",
+    "trainer.checkpoint_every_n_steps",
+    "trainer.keep_checkpoints",
+    "trainer.final_checkpoint",
+    "trainer.enable_progress_bar",
+    "trainer.num_sanity_val_steps",
+    "data.kwargs.num_workers",
+    "data.kwargs.prefetch_factor",
+    "data.kwargs.pin_memory",
+    "data.kwargs.multiprocessing_context",
+    "data.kwargs.reuse_worker_memory",
+)
 _KEPT_PREFIXES = ("hyper_parameters", "hparams")
 
 
@@ -61,6 +91,54 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.save_last and not trainer.fast_dev_run:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def training_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a run's checkpoints belong to: the resolved config less ``RUN_ONLY_KEYS``."""
+    settings = copy.deepcopy(dict(config))
+    for dotted in RUN_ONLY_KEYS:
+        *parents, leaf = dotted.split(".")
+        section = settings
+        for key in parents:
+            section = section.get(key) if isinstance(section, dict) else None
+        if isinstance(section, dict):
+            section.pop(leaf, None)
+    return settings
+
+
+def _digest(settings: Mapping[str, Any]) -> str:
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class SettingsStamp(pl.Callback):
+    """Writes ``settings`` (``{"sha256", "values"}``) into every checkpoint of the run."""
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.stamp = {"sha256": _digest(settings), "values": copy.deepcopy(dict(settings))}
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["settings"] = copy.deepcopy(self.stamp)
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        keys = sorted(set(old) | set(new), key=str)
+        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def changed_settings(checkpoint: Mapping[str, Any], settings: Mapping[str, Any]) -> list[str]:
+    """What differs between the settings ``checkpoint`` was trained with and ``settings``
+    (``"key: old -> new"``; empty when they match or the checkpoint predates the stamp)."""
+    stamp = checkpoint.get("settings")
+    if not stamp:
+        return []
+    if "values" in stamp:
+        return _differences(stamp["values"], settings)
+    return [] if stamp.get("sha256") == _digest(settings) else ["settings (sha256)"]
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,15 +42,19 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from models.backbones import export_trunk_state_dict
 from models.checkpoints import (
     FINAL_CHECKPOINT_MODES,
     FinishedRunError,
     RunCheckpoint,
+    SettingsStamp,
+    changed_settings,
     completion,
     load_checkpoint,
     slim_final_checkpoints,
+    training_settings,
 )
 from models.methods import PretrainMethod, get_method
 from models.resumable import StepSeed
@@ -260,7 +265,8 @@ def build_trainer(config: Mapping[str, Any], output_dir: Path) -> pl.Trainer:
     )
     # dropout / a loss's random draws in step n are a function of (seed, n): models.resumable
     step_seed = StepSeed(int(config["seed"]))
-    callbacks: list[Any] = [checkpoint, step_seed, *early_stopping_callbacks(t, output_dir)]
+    stamp = SettingsStamp(training_settings(config))  # what a rerun compares its settings with
+    callbacks: list[Any] = [checkpoint, step_seed, stamp, *early_stopping_callbacks(t, output_dir)]
     loggers: list[Any] = [CSVLogger(save_dir=str(output_dir), name="logs")]
     if importlib.util.find_spec("tensorboard") is not None:
         from pytorch_lightning.loggers import TensorBoardLogger
@@ -370,6 +376,32 @@ def record_sample_counts(config: Mapping[str, Any], output_dir: Path) -> list[di
     return counts
 
 
+def previous_checkpoint(config: Mapping[str, Any], output_dir: Path) -> dict[str, Any] | None:
+    """The run folder's ``last.ckpt`` to go on from, or None: there is none, or it was trained
+    with other settings (``models.checkpoints.changed_settings``), and then the folder's
+    checkpoints and logs are removed (one warning line says why) and the run starts afresh."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if not last.exists():
+        return None
+    previous = load_checkpoint(last)
+    changed = changed_settings(previous, training_settings(config))
+    if not changed:
+        return previous
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    log.warning(
+        "%s was trained with other settings (%s%s): training from scratch, its checkpoints and "
+        "logs removed",
+        last,
+        "; ".join(changed[:3]),
+        more,
+    )
+    del previous
+    if rank_zero_only.rank == 0:
+        for name in ("checkpoints", "logs", "tensorboard"):
+            shutil.rmtree(output_dir / name, ignore_errors=True)
+    return None
+
+
 def fit(config: Mapping[str, Any]) -> Path:
     """Train (or resume) the configured method; returns the output directory.
 
@@ -380,6 +412,7 @@ def fit(config: Mapping[str, Any]) -> Path:
     output_dir = Path(config["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(config["seed"]), workers=True)
+    previous = previous_checkpoint(config, output_dir)  # before the loggers pick a version
     view = get_method(config["method"]).view
     datamodule = build_datamodule(config["data"]["factory"], config["data"]["kwargs"], view)
     module = build_module(config)
@@ -389,7 +422,6 @@ def fit(config: Mapping[str, Any]) -> Path:
         record_sample_counts(config, output_dir)
     max_steps = int(config["trainer"]["max_steps"])
     last = output_dir / "checkpoints" / "last.ckpt"
-    previous = load_checkpoint(last) if last.exists() else None
     done = completion(previous, max_steps, last) if previous is not None else None
     if done is not None:
         log.info("%s: training is complete (%s); writing the outputs only", last, done)

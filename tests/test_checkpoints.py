@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from models.backbones import export_trunk_state_dict
-from models.checkpoints import FinishedRunError, completion
+from models.checkpoints import FinishedRunError, changed_settings, completion, training_settings
 from models.train import build_module, fit, load_run_config, resolve_config
 from tests.test_train import REPO, tiny
 
@@ -120,6 +120,38 @@ def test_kill_9_during_the_rewrite_leaves_a_checkpoint_the_rerun_finishes(
     assert _same(slim["state_dict"], left["state_dict"])
     assert not list(last.parent.glob("*.tmp"))
     assert _same(torch.load(out / "backbone.pth", weights_only=True), _trunk_from(last, config))
+
+
+def test_a_rerun_with_other_settings_trains_afresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checkpoints carry the settings they were trained with (the slim final one too); a rerun
+    with another seed does not re-export or resume them: one line says why, and the run trains
+    from step 0 with its old checkpoints and logs gone."""
+    out = tmp_path / "run"
+    fit(_config(out))
+    last = out / "checkpoints" / "last.ckpt"
+    stamp = torch.load(last, weights_only=True)["settings"]
+    assert stamp["values"]["seed"] == 0 and "max_steps" not in stamp["values"]["trainer"]
+    with caplog.at_level(logging.INFO):
+        fit(_config(out, "seed=7"))
+    changed = [r.getMessage() for r in caplog.records if "other settings" in r.getMessage()]
+    assert len(changed) == 1 and "(seed: 0 -> 7)" in changed[0], changed
+    assert "training starts at global step 0" in caplog.text and "resuming" not in caplog.text
+    assert torch.load(last, weights_only=True)["settings"]["values"]["seed"] == 7
+    assert len(list((out / "logs").glob("version_*"))) == 1  # the old run's metrics are gone
+
+
+def test_changed_settings_ignores_run_only_keys_and_unstamped_checkpoints() -> None:
+    config = resolve_config(load_run_config(None, tiny("cmp")))
+    settings = training_settings(config)
+    checkpoint = {"settings": {"sha256": "x", "values": settings}}
+    assert changed_settings(checkpoint, settings) == []  # equal values, whatever the digest
+    longer = training_settings({**config, "trainer": {**config["trainer"], "max_steps": 9}})
+    assert longer == settings  # training on to a larger max_steps is a resume
+    lr = {**settings, "optim": {**settings["optim"], "lr": 0.5}}
+    assert changed_settings(checkpoint, lr) == [f"optim.lr: {settings['optim']['lr']!r} -> 0.5"]
+    assert changed_settings({"global_step": 3}, lr) == []  # made before checkpoints had settings
 
 
 def test_completion_reads_the_mark_the_step_and_early_stopping() -> None:
