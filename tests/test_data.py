@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -324,3 +325,22 @@ def test_reused_batch_memory_gives_the_batches_of_fresh_shared_memory(shard_sets
         for key in a:
             assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
     assert len(buffers) <= 10  # 20 batches through 2 workers x 5 buffers
+
+
+def test_a_resumed_loader_gives_the_batches_an_uninterrupted_one_gives_next(shard_sets):
+    """The train loader of a run restored at global step 5 (12 draws in batches of 3: 4 an
+    epoch, so mid-epoch 1) yields the uninterrupted loader's batches 5.. across the next epoch
+    boundary: the same samples, crops and guidance points, with workers or without."""
+    common = dict(crop_size=CROP, batch_size=3, guidance=GUIDANCE, seed=5, samples_per_epoch=12)
+    whole = md.CMPDataModule(shard_sets, [1.0, 1.0], num_workers=0, **common).train_dataloader()
+    expected = [batch for _ in range(3) for batch in whole]
+    module = md.CMPDataModule(
+        shard_sets, [1.0, 1.0], num_workers=2, multiprocessing_context="fork", **common
+    )
+    module.trainer = SimpleNamespace(global_step=5)  # what Lightning restored from last.ckpt
+    loader = module.train_dataloader()
+    got = [batch for _ in range(2) for batch in loader]
+    assert len(got) == 7 and len(expected) == 12
+    for a, b in zip(expected[5:], got, strict=True):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
