@@ -185,6 +185,26 @@ def test_editing_training_or_benchmark_settings_reruns_no_data_job(tiny_run):
     assert "shards_set" not in jobs and "flow_chunk" not in jobs and "synthesize" not in jobs
 
 
+def _planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> job count of a dry run's job table."""
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = (proc.stdout + proc.stderr).splitlines()
+    return {x.split()[0]: int(x.split()[1]) for x in lines if len(x.split()) == 2 and x.split()[1].isdigit()}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_editing_one_methods_setting_reruns_that_training_and_what_uses_it(tiny_run):
+    """Snakemake compares the training job's settings (params): an unchanged config plans no
+    training, a new pretrain.cmp.seed plans cmp's training and the benchmark, nothing else."""
+    training = {f"pretrain_{method}_run" for method in METHODS}
+    assert not training & set(_planned_jobs(run_snakemake(tiny_run, TINY, "benchmark", "-n")))
+    pretrain = {**TINY["pretrain"], "cmp": {**TINY["pretrain"]["cmp"], "seed": 7}}
+    jobs = _planned_jobs(run_snakemake(tiny_run, {**TINY, "pretrain": pretrain}, "benchmark", "-n"))
+    assert jobs.get("pretrain_cmp_run") == 1 and jobs.get("benchmark_run") == 1
+    assert not (training - {"pretrain_cmp_run"}) & set(jobs)
+    assert "shards_set" not in jobs and "flow_chunk" not in jobs and "synthesize" not in jobs
+
+
 @pytest.mark.slow
 def test_science_target_writes_summary_plot_and_verdict(tiny_run) -> None:
     # reuses the tiny run's shards and pretraining: only the science job runs

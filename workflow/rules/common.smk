@@ -216,28 +216,32 @@ def pretrain_backbones():
 
 
 def pretrain_overrides(method):
-    """Params function: the run config as --set overrides of `python -m models.train`."""
+    """Params function: the run config as --set overrides of `python -m models.train`. It takes
+    no `input` (Snakemake leaves such "derived" params out of its params trigger), so editing a
+    setting of `pretrain.<method>` reruns that training job; a function, so the JSON braces are
+    not read as wildcards."""
+    overrides = _pretrain_overrides(method)
+    return lambda wildcards: overrides
 
-    def overrides(wildcards, input):
-        cfg = PRETRAIN[method]
-        data = dict(cfg["data"])
-        data["index_paths"] = [f"{d}/index.json" for d in input.shards]
-        data["weights"] = cfg["set_weights"] or None
-        data["seed"] = cfg["seed"]
-        sections = {
-            "method": method,
-            "seed": cfg["seed"],
-            "deterministic": cfg["deterministic"],
-            "output_dir": pretrain_dir(method),
-            "model": cfg["model"],
-            "optim": cfg["optim"],
-            "trainer": cfg["trainer"],
-            "data": {"kwargs": data},
-            "figures": cfg["figures"],
-        }
-        return [f"{key}={json.dumps(value)}" for key, value in sections.items()]
 
-    return overrides
+def _pretrain_overrides(method):
+    cfg = PRETRAIN[method]
+    data = dict(cfg["data"])
+    data["index_paths"] = [f"{d}/index.json" for d in pretrain_shards(method)]
+    data["weights"] = cfg["set_weights"] or None
+    data["seed"] = cfg["seed"]
+    sections = {
+        "method": method,
+        "seed": cfg["seed"],
+        "deterministic": cfg["deterministic"],
+        "output_dir": pretrain_dir(method),
+        "model": cfg["model"],
+        "optim": cfg["optim"],
+        "trainer": cfg["trainer"],
+        "data": {"kwargs": data},
+        "figures": cfg["figures"],
+    }
+    return [f"{key}={json.dumps(value)}" for key, value in sections.items()]
 
 
 def benchmark_backbone():
