@@ -95,20 +95,20 @@ CPFS_TINY = [
 def test_resumed_run_with_random_training_steps_ends_with_the_same_weights(
     tmp_path: Path,
 ) -> None:
-    """Resume from a mid-epoch checkpoint (step 4 of 3-batch epochs) of a CPFS run: every weight
-    equals the uninterrupted run's (StepSeed; the sampler restarts at step 4's batch)."""
-    whole = fit(
-        load_run_config(
-            None, [*CPFS_TINY, "trainer.keep_checkpoints=-1", f"output_dir={tmp_path / 'whole'}"]
-        )
-    )
-    resumed = tmp_path / "resumed"
-    (resumed / "checkpoints").mkdir(parents=True)
-    shutil.copy(whole / "checkpoints" / "step=4.ckpt", resumed / "checkpoints" / "last.ckpt")
-    fit(load_run_config(None, [*CPFS_TINY, f"output_dir={resumed}"]))
+    """Resume a CPFS run (3 batches an epoch) from its step-4 checkpoint (mid-epoch) and from
+    its step-6 one (an epoch's last batch): every weight equals the uninterrupted run's
+    (StepSeed; the sampler restarts at the checkpoint step's batch)."""
+    every_two = ["trainer.keep_checkpoints=-1", "trainer.checkpoint_every_n_steps=2"]
+    whole = fit(load_run_config(None, [*CPFS_TINY, *every_two, f"output_dir={tmp_path / 'w'}"]))
     expected = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
-    got = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
-    assert got["global_step"] == expected["global_step"] == 7
-    assert got["state_dict"].keys() == expected["state_dict"].keys()
-    for name, value in expected["state_dict"].items():
-        assert torch.equal(got["state_dict"][name], value), name
+    for step in (4, 6):
+        resumed = tmp_path / f"from{step}"
+        (resumed / "checkpoints").mkdir(parents=True)
+        saved = whole / "checkpoints" / f"step={step}.ckpt"
+        shutil.copy(saved, resumed / "checkpoints" / "last.ckpt")
+        fit(load_run_config(None, [*CPFS_TINY, f"output_dir={resumed}"]))
+        got = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+        assert got["global_step"] == expected["global_step"] == 7
+        assert got["state_dict"].keys() == expected["state_dict"].keys()
+        for name, value in expected["state_dict"].items():
+            assert torch.equal(got["state_dict"][name], value), (step, name)
