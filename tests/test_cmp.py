@@ -15,6 +15,7 @@ from models.cmp import (
     cmp_model,
     flow_to_bins,
     predict_flow,
+    quantised_flow,
     sparse_encoder_strides,
 )
 
@@ -48,6 +49,20 @@ def test_flow_to_bins_round_trip_and_clipping() -> None:
         flow_to_bins(torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="num_bins"):
         flow_to_bins(torch.zeros(3), num_bins=1)
+
+
+def test_quantised_flow_is_the_decoded_one_hot_and_its_floor_is_hand_computable() -> None:
+    # 3 bins over ±3 px: centres -2, 0, 2. A 1-D strip of 4 pixels, dy = 0 (centre bin, exact).
+    flow = torch.tensor([[[[0.0, 0.9, 1.1, 7.0]], [[0.0, 0.0, 0.0, 0.0]]]])  # (1, 2, 1, 4)
+    floor = quantised_flow(flow, num_bins=3, max_flow=3.0)
+    assert floor[0, 0, 0].tolist() == pytest.approx([0.0, 0.0, 2.0, 2.0])  # 7 px clips to 2
+    epe = (floor - flow).norm(dim=1).mean().item()
+    assert epe == pytest.approx((0.0 + 0.9 + 0.9 + 5.0) / 4)
+    # it is what the expectation decoder gives for one-hot logits, and it shrinks with the range
+    decoded = bins_to_flow_expectation(_peaked_logits(flow, 3, 3.0), num_bins=3, max_flow=3.0)
+    assert torch.allclose(decoded, floor, atol=1e-4)
+    finer = quantised_flow(flow, num_bins=99, max_flow=8.0)
+    assert (finer - flow).norm(dim=1).mean() < epe
 
 
 def test_expectation_of_a_one_hot_is_the_bin_centre() -> None:
