@@ -7,7 +7,9 @@ CMP (Zhan et al. 2019, Sec. 3.1) classifies each flow component into ``num_bins`
   percentiles, full frames, no augmentation): what a data-scale ``max_flow`` is chosen from;
 * ``floor`` — on the validation split, the EPE of decoding the one-hot true bins
   (``models.cmp.quantised_flow``: the limit of a perfect CE classifier) for each (bins, range)
-  pair asked for, beside the zero / guidance-mean / nearest-guidance baselines;
+  pair asked for, the EPE of the best stride-8 field upsampled bilinearly (the resolution the
+  logits have; least squares, ``stride_floor``), beside the zero / guidance-mean /
+  nearest-guidance baselines;
 * ``checkpoint`` — a trained CMP checkpoint (loaded with ``weights_only=True``) on the validation
   split with its real guidance, guidance zeroed, and guidance shuffled between the images of a
   batch; EPE by region (motion boundaries, moving interiors, static pixels) for the model and
@@ -32,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from models.baselines import BASELINES, nearest_guidance_fill
-from models.cmp import bin_centres, predict_flow, quantised_flow
+from models.cmp import _interp_matrix, bin_centres, predict_flow, quantised_flow
 from models.data import ShardDataset, to_model_batch
 from models.methods.cmp import CMPModule
 
@@ -108,6 +110,17 @@ def regions(flow: torch.Tensor, valid: torch.Tensor, edge_px: float = 0.5) -> di
     }
 
 
+def stride_floor(flow: torch.Tensor, stride: int = 8) -> torch.Tensor:
+    """The flow closest (least squares) to ``flow`` among stride-``stride`` fields upsampled
+    bilinearly (align_corners=False), as CMP's logits are: R · (R⁺ F Cᵀ⁺) · Cᵀ per channel."""
+    height, width = flow.shape[-2:]
+    rows = _interp_matrix(height, height // stride, flow.float())
+    cols = _interp_matrix(width, width // stride, flow.float())
+    project_r = rows @ torch.linalg.pinv(rows)
+    project_c = cols @ torch.linalg.pinv(cols)
+    return project_r @ flow.float() @ project_c.T
+
+
 def floor_part(index: str, crop: int, guidance: dict, bins: list[tuple[int, float]]) -> dict:
     mean = Mean()
     for batch in val_batches(index, crop, guidance, 8):
@@ -115,6 +128,7 @@ def floor_part(index: str, crop: int, guidance: dict, bins: list[tuple[int, floa
         for num_bins, max_flow in bins:
             floor = quantised_flow(flow, num_bins, max_flow)
             mean.add(f"floor_{num_bins}bins_{max_flow:g}px", _epe_map(floor, flow), valid)
+        mean.add("floor_stride8_least_squares", _epe_map(stride_floor(flow), flow), valid)
         from models.baselines import guidance_mean_fill, zero_fill
 
         sparse = batch["sparse"]
