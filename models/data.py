@@ -1,6 +1,6 @@
 """Training data: a torch ``Dataset`` over HDF5 shard sets, CMP-style augmentation, per-method views.
 
-Reads the shards written by ``pipeline/shards.py`` (one or more sets, each an ``index.json``),
+Reads the shards written by ``pipeline/shards/writer.py`` (one or more sets, each an ``index.json``),
 augments each sample as the CMP authors' loader does (Zhan et al. 2019, Sec. 4 "Training
 details": the stored frames are already resized so the shorter side is 416; a random crop of
 ``crop_size``, an optional random scale first, and a horizontal flip) and builds the tensors one
