@@ -17,15 +17,13 @@ A kill -9 while rewriting leaves the full ``last.ckpt`` in place (the slim one r
 rename); the rerun finds that run complete from the full checkpoint itself and slims it then.
 
 Every checkpoint carries the settings it was trained with (``settings``: the resolved run config
-less :data:`RUN_ONLY_KEYS`, and its sha256; :class:`SettingsStamp`). A rerun whose settings differ
+less :data:`RUN_ONLY_KEYS`; :class:`SettingsStamp`). A rerun whose settings differ
 (:func:`changed_settings`) does not resume from it: ``models.train`` starts the run afresh.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -106,16 +104,11 @@ def training_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def _digest(settings: Mapping[str, Any]) -> str:
-    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 class SettingsStamp(pl.Callback):
-    """Writes ``settings`` (``{"sha256", "values"}``) into every checkpoint of the run."""
+    """Writes ``settings`` (``{"values": ...}``) into every checkpoint of the run."""
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
-        self.stamp = {"sha256": _digest(settings), "values": copy.deepcopy(dict(settings))}
+        self.stamp = {"values": copy.deepcopy(dict(settings))}
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -134,11 +127,7 @@ def changed_settings(checkpoint: Mapping[str, Any], settings: Mapping[str, Any])
     """What differs between the settings ``checkpoint`` was trained with and ``settings``
     (``"key: old -> new"``; empty when they match or the checkpoint predates the stamp)."""
     stamp = checkpoint.get("settings")
-    if not stamp:
-        return []
-    if "values" in stamp:
-        return _differences(stamp["values"], settings)
-    return [] if stamp.get("sha256") == _digest(settings) else ["settings (sha256)"]
+    return _differences(stamp["values"], settings) if stamp else []
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
