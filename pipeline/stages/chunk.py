@@ -81,27 +81,30 @@ def read_manifest(path: str | Path) -> list[dict[str, str]]:
     return atomic.read_tsv(path)
 
 
-def expand_manifests(argv: Sequence[str], column: str) -> list[str]:
-    """Replace every ``*.chunk.tsv`` argument by the ``column`` values of its rows.
+def manifest_rows(paths: Sequence[str | Path], column: str) -> list[dict[str, str]]:
+    """The rows of all ``paths`` sorted by video id (a per-set job sees the same order whatever
+    the chunk size); every row must have ``column``."""
+    rows = [row for path in paths for row in read_manifest(path)]
+    if any(column not in r for r in rows):
+        raise ValueError(f"chunk manifests have no column {column!r}")
+    return sorted(rows, key=lambda r: r["video_id"])
 
-    Rows of all manifests come out sorted by video id, so a per-set job sees the same order
-    whatever the chunk size.
-    """
+
+def expand_manifests(argv: Sequence[str], column: str) -> list[str]:
+    """Replace the ``*.chunk.tsv`` arguments by the ``column`` values of their rows
+    (:func:`manifest_rows`), where the first of them stood."""
     out: list[str] = []
-    rows: list[dict[str, str]] = []
+    manifests: list[str] = []
     insert_at = None
     for arg in argv:
         if arg.endswith(MANIFEST_SUFFIX) and not arg.startswith("-"):
             insert_at = len(out) if insert_at is None else insert_at
-            rows.extend(read_manifest(arg))
+            manifests.append(arg)
         else:
             out.append(arg)
     if insert_at is None:
         return out
-    missing = [r for r in rows if column not in r]
-    if missing:
-        raise ValueError(f"chunk manifests have no column {column!r}")
-    values = [r[column] for r in sorted(rows, key=lambda r: r["video_id"])]
+    values = [r[column] for r in manifest_rows(manifests, column)]
     return out[:insert_at] + values + out[insert_at:]
 
 

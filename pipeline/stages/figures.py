@@ -22,17 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline import atomic
-from pipeline.stages.chunk import read_manifest
+from pipeline.stages.chunk import manifest_rows
 
 log = logging.getLogger(__name__)
 
 
 def figure_paths(manifests: Sequence[str | Path], column: str) -> list[tuple[str, Path]]:
     """``(video_id, figure path)`` of every row of the manifests, sorted by video id."""
-    rows = [row for m in manifests for row in read_manifest(m)]
-    if rows and column not in rows[0]:
-        raise ValueError(f"chunk manifests have no column {column!r}")
-    return sorted((row["video_id"], Path(row[column])) for row in rows)
+    return [(row["video_id"], Path(row[column])) for row in manifest_rows(manifests, column)]
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
