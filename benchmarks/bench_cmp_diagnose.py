@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.baselines import BASELINES, nearest_guidance_fill
+from models.baselines import baseline_fills, nearest_guidance_fill
 from models.cmp import _interp_matrix, bin_centres, predict_flow, quantised_flow
 from models.data import ShardDataset, to_model_batch
 from models.methods.cmp import CMPModule
@@ -129,16 +129,8 @@ def floor_part(index: str, crop: int, guidance: dict, bins: list[tuple[int, floa
             floor = quantised_flow(flow, num_bins, max_flow)
             mean.add(f"floor_{num_bins}bins_{max_flow:g}px", _epe_map(floor, flow), valid)
         mean.add("floor_stride8_least_squares", _epe_map(stride_floor(flow), flow), valid)
-        from models.baselines import guidance_mean_fill, zero_fill
-
-        sparse = batch["sparse"]
-        fills = {
-            "zero": zero_fill(sparse),
-            "guidance_mean": guidance_mean_fill(sparse),
-            "nearest_guidance": nearest_guidance_fill(sparse),
-        }
-        for name in BASELINES:
-            mean.add(f"baseline_{name}", _epe_map(fills[name], flow), valid)
+        for name, fill in baseline_fills(batch["sparse"]).items():
+            mean.add(f"baseline_{name}", _epe_map(fill, flow), valid)
     return mean.result()
 
 
@@ -172,17 +164,20 @@ def checkpoint_part(
                 mean.add(name, decoded.mean(dim=1), torch.ones_like(decoded[:, 0], dtype=bool))
             else:
                 mean.add(f"decode_{name}", _epe_map(_up(decoded, flow), flow), valid)
-        fill = nearest_guidance_fill(sparse)
+        epe = {
+            "model": _epe_map(preds["real"], flow),
+            "nearest_fill": _epe_map(nearest_guidance_fill(sparse), flow),
+            "zero": flow.float().norm(dim=1),
+        }
         masks = regions(flow, valid)
         masks["all"] = valid
         for region, mask in masks.items():
-            mean.add(f"region_{region}/model", _epe_map(preds["real"], flow), mask)
-            mean.add(f"region_{region}/nearest_fill", _epe_map(fill, flow), mask)
-            mean.add(f"region_{region}/zero", flow.float().norm(dim=1), mask)
+            for name, epe_map in epe.items():
+                mean.add(f"region_{region}/{name}", epe_map, mask)
             guided.add(f"share_{region}", mask.float(), valid)
         points = (sparse[:, 2] > 0) & valid
-        mean.add("at_guidance_points/model", _epe_map(preds["real"], flow), points)
-        mean.add("at_guidance_points/zero", flow.float().norm(dim=1), points)
+        mean.add("at_guidance_points/model", epe["model"], points)
+        mean.add("at_guidance_points/zero", epe["zero"], points)
         diff = (preds["real"] - preds["zeroed"]).norm(dim=1)
         mean.add("real_vs_zeroed_prediction_change_px", diff, valid)
         guided.add(
@@ -190,7 +185,7 @@ def checkpoint_part(
             points.sum(dim=(1, 2)).float(),
             torch.ones(points.shape[0], dtype=torch.bool),
         )
-    out = {k: v for k, v in mean.result().items()}
+    out = mean.result()
     share = guided.result()
     out["region_share"] = {k.removeprefix("share_"): v for k, v in share.items() if "share" in k}
     out["guidance_points_per_image"] = share["guidance_points_per_image"]

@@ -94,9 +94,14 @@ def baseline_epes(
         )
     from models.methods.cmp import endpoint_error  # lazily: CMPModule builds on this module
 
-    fills = {
+    fills = baseline_fills(sparse)
+    return {name: float(endpoint_error(fills[name], flow, valid)) for name in BASELINES}
+
+
+def baseline_fills(sparse: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The dense flow (B, 2, H, W) of every baseline in ``BASELINES``, from the guidance alone."""
+    return {
         "zero": zero_fill(sparse),
         "guidance_mean": guidance_mean_fill(sparse.float()),
         "nearest_guidance": nearest_guidance_fill(sparse.float()),
     }
-    return {name: float(endpoint_error(fills[name], flow, valid)) for name in BASELINES}
