@@ -20,8 +20,9 @@ choose settings and to draw the learning curve of ``--score-every``) and ``test`
 
 Training is time-boxed (Lightning ``max_time``, optionally ``--max-steps``) on the CPU with
 ``--threads`` threads; Adam at a constant lr, or with ``--lr-schedule cosine`` decayed to 0 by the
-end of the box (whichever of the time box and ``--max-steps`` ends first). JSON to ``--out`` (default benchmarks/out/grouping_science.json, one key per
-method; a rerun of one method keeps the other).
+end of the box (whichever of the time box and ``--max-steps`` ends first). JSON to ``--out``
+(default benchmarks/out/grouping_science.json, one key per method; a rerun of one method keeps the
+other).
 Usage: python benchmarks/bench_grouping_science.py s3 --minutes 18 --threads 2
 """
 
