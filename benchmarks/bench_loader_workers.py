@@ -212,6 +212,10 @@ def sys_run(dataset: Dataset, variant: str, workers: int, n_samples: int, r: int
 
 def sys_figures(dataset: Dataset, repeats: int, n_samples: int) -> dict:
     """The three loaders alternating, medians per (loader, workers)."""
+    # sys_run leaves 2 batches per worker out as warm-up; fewer samples would leave none to time
+    warm_up = 2 * max(THREAD_WORKERS) * BATCH
+    if n_samples <= warm_up:
+        raise ValueError(f"--samples must be above {warm_up} (2 warm-up batches per worker)")
     runs = {(v, w): [] for w in THREAD_WORKERS for v in SYS_VARIANTS}
     for r in range(repeats):
         for (variant, workers), out in runs.items():
