@@ -34,6 +34,7 @@ from models.workers import ThreadLimitedLoader
 OUT_THREADS = Path(__file__).resolve().parent / "out" / "loader_threads.json"
 OUT_SYS = OUT_THREADS.with_name("loader_sys.json")
 THREAD_WORKERS = (1, 2, 4)
+WARM_UP_BATCHES = 2  # per worker: sys_run leaves worker start-up and the first batches untimed
 
 
 def threads_run(
@@ -186,7 +187,7 @@ def sys_run(dataset: Dataset, variant: str, workers: int, n_samples: int, r: int
         **options,
     )
     iterator = iter(loader)
-    for _ in range(2 * workers):  # worker start-up and the first batches stay outside
+    for _ in range(WARM_UP_BATCHES * workers):
         next(iterator)
     first, main0, start = (
         timed.totals(),
@@ -212,10 +213,12 @@ def sys_run(dataset: Dataset, variant: str, workers: int, n_samples: int, r: int
 
 def sys_figures(dataset: Dataset, repeats: int, n_samples: int) -> dict:
     """The three loaders alternating, medians per (loader, workers)."""
-    # sys_run leaves 2 batches per worker out as warm-up; fewer samples would leave none to time
-    warm_up = 2 * max(THREAD_WORKERS) * BATCH
+    # fewer samples than sys_run's warm-up at the most workers would leave none to time
+    warm_up = WARM_UP_BATCHES * max(THREAD_WORKERS) * BATCH
     if n_samples <= warm_up:
-        raise ValueError(f"--samples must be above {warm_up} (2 warm-up batches per worker)")
+        raise ValueError(
+            f"--samples must be above {warm_up} ({WARM_UP_BATCHES} warm-up batches per worker)"
+        )
     runs = {(v, w): [] for w in THREAD_WORKERS for v in SYS_VARIANTS}
     for r in range(repeats):
         for (variant, workers), out in runs.items():
