@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from machine_info import describe
 
 from models.baselines import baseline_fills, nearest_guidance_fill
 from models.cmp import _interp_matrix, bin_centres, predict_flow, quantised_flow
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     out_path = Path(args.out)
     result = json.loads(out_path.read_text()) if out_path.exists() else {}
     result["index"], result["guidance"] = args.index, guidance
+    result["machine"] = describe()
     if "stats" in args.parts:
         result["train_flow_stats"] = train_flow_stats(args.index)
         print(json.dumps(result["train_flow_stats"], indent=1), flush=True)

@@ -10,7 +10,9 @@ median and total wall seconds. The estimate splits the rules into per-video ones
 ``cores`` at a time: total / cores) and whole-set ones (pretraining, benchmark, science: they use
 every core and run one after the other: their total). ``--scale rule=factor`` multiplies a rule's
 total (e.g. 240 videos measured on 6: ``--scale per_video=40``) to extrapolate a larger run from
-a small measured one. Writes the table as JSON and prints it.
+a small measured one. Writes the table as JSON, with the machine it ran on
+(``machine_info.describe()``: wall times of two runs compare only on the same machine), and
+prints it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import json
 import statistics
 import sys
 from pathlib import Path
+
+from machine_info import describe
 
 # rules that occupy the whole machine (threads: workflow.cores) and run one after the other
 SERIAL = ("pretrain", "benchmark", "science", "shards", "masks_evaluate", "mask_quality")
@@ -93,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": str(args.results),
         "cores": args.cores,
         "scale": scale,
+        "machine": describe(),
         "rules": rules,
         "estimate": estimate(rules, args.cores, scale),
     }

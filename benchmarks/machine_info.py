@@ -1,0 +1,61 @@
+"""Which machine a benchmark ran on: the record that makes its wall times comparable.
+
+Two "2-core, 24 GB" machines of the same pool ran the same science-run training rules 2.1–2.2×
+apart (docs/BENCHMARKS.md, "Science run"): the CPU model and the vector kernels torch picks for
+it (``torch.backends.cpu.get_cpu_capability()``: AVX2, AVX512, …) decide a convolution's speed,
+and the earlier run recorded neither. Benchmarks whose seconds are compared across runs store
+``describe()`` beside their figures.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+# the instruction-set flags that change which kernels torch and OpenCV run
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+
+
+def cpu_model(cpuinfo: str) -> tuple[str | None, list[str]]:
+    """(model name, the ``VECTOR_FLAGS`` it has) from the text of ``/proc/cpuinfo``."""
+    model: str | None = None
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return model, [flag for flag in VECTOR_FLAGS if flag in flags]
+
+
+def describe(cpuinfo_path: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """CPU model and vector flags, usable cores, platform, Python, and torch's build and CPU
+    capability (``None`` where torch is not installed or the file is absent)."""
+    try:
+        model, flags = cpu_model(Path(cpuinfo_path).read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        model, flags = None, []
+    info: dict[str, Any] = {
+        "cpu_model": model or platform.processor() or None,
+        "vector_flags": flags,
+        "cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": None,
+        "torch_cpu_capability": None,
+    }
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    return info
