@@ -35,15 +35,36 @@ def cpu_model(cpuinfo: str) -> tuple[str | None, list[str]]:
     return model, [flag for flag in VECTOR_FLAGS if flag in flags]
 
 
+def cpu_signature(cpuinfo: str) -> str | None:
+    """Vendor, family, model and stepping of the first processor, e.g. ``AuthenticAMD 25/1/1``.
+
+    A virtual machine may name its CPU only by brand ("AMD EPYC"); these numbers still tell one
+    generation from another (AMD family 25 model 1 is Zen 3 "Milan")."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        key = key.strip()
+        if not sep or key in fields:
+            continue
+        if key in ("vendor_id", "cpu family", "model", "stepping"):
+            fields[key] = value.strip()
+    if "cpu family" not in fields or "model" not in fields:
+        return None
+    numbers = "/".join(fields.get(key, "?") for key in ("cpu family", "model", "stepping"))
+    return f"{fields.get('vendor_id', '?')} {numbers}"
+
+
 def describe(cpuinfo_path: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     """CPU model and vector flags, usable cores, platform, Python, and torch's build and CPU
     capability (``None`` where torch is not installed or the file is absent)."""
     try:
-        model, flags = cpu_model(Path(cpuinfo_path).read_text(encoding="utf-8", errors="replace"))
+        text = Path(cpuinfo_path).read_text(encoding="utf-8", errors="replace")
     except OSError:
-        model, flags = None, []
+        text = ""
+    model, flags = cpu_model(text)
     info: dict[str, Any] = {
         "cpu_model": model or platform.processor() or None,
+        "cpu_signature": cpu_signature(text),
         "vector_flags": flags,
         "cores": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
