@@ -19,20 +19,23 @@ from typing import Any
 VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
 
 
-def cpu_model(cpuinfo: str) -> tuple[str | None, list[str]]:
-    """(model name, the ``VECTOR_FLAGS`` it has) from the text of ``/proc/cpuinfo``."""
-    model: str | None = None
-    flags: set[str] = set()
+def first_processor(cpuinfo: str) -> dict[str, str]:
+    """``key → value`` of ``/proc/cpuinfo`` text, each key's first non-empty value (the first
+    processor's, where every processor lists the same keys)."""
+    fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key = key.strip()
-        if key == "model name" and model is None:
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    return model, [flag for flag in VECTOR_FLAGS if flag in flags]
+        key, value = key.strip(), value.strip()
+        if sep and value and key not in fields:
+            fields[key] = value
+    return fields
+
+
+def cpu_model(cpuinfo: str) -> tuple[str | None, list[str]]:
+    """(model name, the ``VECTOR_FLAGS`` it has) from the text of ``/proc/cpuinfo``."""
+    fields = first_processor(cpuinfo)
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name"), [flag for flag in VECTOR_FLAGS if flag in flags]
 
 
 def cpu_signature(cpuinfo: str) -> str | None:
@@ -40,14 +43,7 @@ def cpu_signature(cpuinfo: str) -> str | None:
 
     A virtual machine may name its CPU only by brand ("AMD EPYC"); these numbers still tell one
     generation from another (AMD family 25 model 1 is Zen 3 "Milan")."""
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        key = key.strip()
-        if not sep or key in fields:
-            continue
-        if key in ("vendor_id", "cpu family", "model", "stepping"):
-            fields[key] = value.strip()
+    fields = first_processor(cpuinfo)
     if "cpu family" not in fields or "model" not in fields:
         return None
     numbers = "/".join(fields.get(key, "?") for key in ("cpu family", "model", "stepping"))
