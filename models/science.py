@@ -7,7 +7,10 @@ Runs ``models.benchmark`` on the transfer tasks (``models.transfer``; ≥ 5 seed
 pretrained trunk against random, then writes ``verdict.md``: per (task, initialisation) the
 mean ± std over seeds, the mean paired difference to random and its paired t-test / Wilcoxon
 p-values (``models.downstream_metrics.paired_test``) with the verdict "helps / no difference /
-hurts" at ``alpha``; per initialisation an overall verdict over the tasks; the pretraining data
+hurts" at ``alpha``; per initialisation an overall verdict over the tasks; for every method with
+several pretraining runs (``pretrain.<method>.replicate_seeds``) the test that counts the run as the
+unit (``replicate_tests``: each run's mean paired difference over the fine-tuning seeds, a
+one-sample t-test of those differences against 0), also in ``replicates.tsv``; the pretraining data
 (distinct training / validation samples and videos from every shard ``index.json``); and, for each
 pretraining run that logged them, the last validation EPE against the guidance-only baselines
 (``models.baselines``): CMP counts as propagating motion only when it beats the nearest-guidance
@@ -25,15 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from models.baselines import BASELINES
-from pipeline.atomic import read_tsv, write_text
+from pipeline.atomic import read_tsv, write_text, write_tsv
 from pipeline.stages.shards import sample_counts
 
 __all__ = [
     "DEFAULT_CONFIG",
     "main",
+    "REPLICATE_COLUMNS",
     "overall_verdict",
     "pretraining_epe",
     "render_verdict",
+    "replicate_tests",
     "run_science",
 ]
 
@@ -43,7 +48,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "output_dir": "results/science",
     "alpha": 0.05,
     "benchmark": {},  # a models.benchmark run config (output_dir is set here)
-    "pretraining": [],  # [{name, run_dir}]: where each method's logs/ live
+    # [{name, run_dir, method}]: where each run's logs/ live; runs sharing `method` (default: the
+    # name) are pretraining runs of one config with different seeds
+    "pretraining": [],
     "shard_indexes": [],  # index.json of every shard set the pretraining read
 }
 BASELINE_KEYS = tuple(f"val/baseline_{name}" for name in BASELINES)
@@ -57,6 +64,62 @@ def overall_verdict(verdicts: Sequence[str]) -> str:
     if helps and hurts:
         return "mixed"
     return "helps" if helps else "hurts" if hurts else "no difference"
+
+
+REPLICATE_COLUMNS = (
+    "task", "method", "metric", "n_runs", "n_seeds", "run_diffs", "mean_diff", "std_diff",
+    "t", "p_ttest", "verdict",
+)  # fmt: skip
+
+
+def replicate_tests(
+    rows: Sequence[Mapping[str, Any]],
+    groups: Mapping[str, Sequence[str]],
+    alpha: float,
+) -> list[dict[str, Any]]:
+    """The test over pretraining runs, per task and method with >= 2 runs.
+
+    ``rows``: ``summary.tsv`` rows (``values`` holds the per-seed metric, same seed order in every
+    row); ``groups``: method -> its runs' initialisation names. Each run's difference to the
+    control is the mean over fine-tuning seeds of its per-seed difference to the control's; a
+    two-sided one-sample t-test of the runs' differences against 0 (df = runs − 1) gives the
+    verdict at ``alpha``. The paired test of ``summary.tsv`` treats one pretraining run as fixed
+    and tests over fine-tuning seeds only; here the pretraining run is the unit.
+    """
+    from scipy import stats
+
+    from models.downstream_metrics import verdict
+
+    control = {r["task"]: r for r in rows if r["verdict"] == "control"}
+    by_key = {(r["task"], r["init"]): r for r in rows}
+    tests = []
+    for task, base in control.items():
+        reference = [float(v) for v in str(base["values"]).split(",")]
+        for method, names in groups.items():
+            if len(names) < 2 or any((task, n) not in by_key for n in names):
+                continue
+            diffs = []
+            for name in names:
+                values = [float(v) for v in str(by_key[(task, name)]["values"]).split(",")]
+                if len(values) != len(reference):
+                    raise ValueError(f"{task}: {name} has {len(values)} seeds, the control has "
+                                     f"{len(reference)}")  # fmt: skip
+                diffs.append(
+                    sum(a - b for a, b in zip(values, reference, strict=True)) / len(values)
+                )
+            mean = sum(diffs) / len(diffs)
+            spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+            t = p = math.nan
+            if spread > 1e-12 * max(1.0, abs(mean)):
+                result = stats.ttest_1samp(diffs, 0.0)
+                t, p = float(result.statistic), float(result.pvalue)
+            tests.append({
+                "task": task, "method": method, "metric": base["metric"], "n_runs": len(diffs),
+                "n_seeds": len(reference), "run_diffs": ",".join(f"{d:.6g}" for d in diffs),
+                "mean_diff": mean, "std_diff": spread, "t": t, "p_ttest": p,
+                "verdict": verdict({"p_t": p, "mean_diff": mean}, alpha),
+            })  # fmt: skip
+    return tests
 
 
 def pretraining_epe(run_dir: str | Path) -> dict[str, float]:
@@ -77,21 +140,29 @@ def render_verdict(
     data: Sequence[Mapping[str, Any]],
     epe: Mapping[str, Mapping[str, float]],
     alpha: float,
+    replicates: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    """The Markdown verdict from the summary rows, the data statistics and the EPE figures."""
+    """The Markdown verdict from the summary rows, the data statistics, the EPE figures and the
+    tests over pretraining runs (``replicate_tests``; first, when there are any)."""
     inits = [r["init"] for r in rows if r["verdict"] != "control"]
     per_init: dict[str, list[str]] = {}
     for row in rows:
         if row["verdict"] != "control":
             per_init.setdefault(row["init"], []).append(row["verdict"])
     lines = ["# Does the pretraining help?", ""]
+    if replicates:
+        lines += _replicate_section(replicates, alpha)
+        lines += ["## Each pretraining run on its own", ""]
     for init in dict.fromkeys(inits):
         lines.append(f"- **{init}**: {overall_verdict(per_init[init])} (per task: "
                      f"{', '.join(per_init[init])}).")  # fmt: skip
     lines += [
         "",
         f"Paired t-test over seeds against random, two-sided, α = {alpha:g} (Wilcoxon "
-        "signed-rank p beside it; with 5 seeds its smallest p is 0.0625).",
+        "signed-rank p beside it; with 5 seeds its smallest p is 0.0625). It holds each "
+        "pretraining run fixed and tests over fine-tuning seeds only: it says whether that run's "
+        "trunk helps, not whether another run of the same method would (that needs "
+        "`pretrain.<method>.replicate_seeds`).",
         "",
         "| task | init | metric | mean ± std | Δ vs random | p (t) | p (Wilcoxon) | verdict |",
         "|---|---|---|---|---|---|---|---|",
@@ -127,6 +198,33 @@ def render_verdict(
     return "\n".join(lines) + "\n"
 
 
+def _replicate_section(tests: Sequence[Mapping[str, Any]], alpha: float) -> list[str]:
+    per_method: dict[str, list[Mapping[str, Any]]] = {}
+    for test in tests:
+        per_method.setdefault(test["method"], []).append(test)
+    lines = []
+    for method, own in per_method.items():
+        words = [t["verdict"] for t in own]
+        lines.append(f"- **{method}** over its {own[0]['n_runs']} pretraining runs: "
+                     f"{overall_verdict(words)} (per task: {', '.join(words)}).")  # fmt: skip
+    lines += [
+        "",
+        "Tested over pretraining runs: each run's mean difference to random over the "
+        f"fine-tuning seeds, one-sample t-test against 0, two-sided, α = {alpha:g}, df = runs − 1.",
+        "",
+        "| task | method | metric | Δ vs random per run | mean Δ ± std | p (t) | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in tests:
+        per_run = ", ".join(_fmt(d) for d in str(t["run_diffs"]).split(","))
+        lines.append(
+            f"| {t['task']} | {t['method']} | {t['metric']} | {per_run} | {_fmt(t['mean_diff'])}"
+            f" ± {_fmt(t['std_diff'])} (runs={t['n_runs']}, seeds={t['n_seeds']}) | "
+            f"{_fmt(t['p_ttest'], 4)} | {t['verdict']} |"
+        )
+    return [*lines, ""]
+
+
 def run_science(config: Mapping[str, Any]) -> Path:
     """Benchmark + verdict as configured (``DEFAULT_CONFIG`` keys); returns the output dir."""
     from models import benchmark
@@ -144,7 +242,14 @@ def run_science(config: Mapping[str, Any]) -> Path:
     rows = read_tsv(out / "summary.tsv")
     data = sample_counts(config["shard_indexes"])
     epe = {p["name"]: pretraining_epe(p["run_dir"]) for p in config["pretraining"]}
-    write_text(out / "verdict.md", render_verdict(rows, data, epe, float(config["alpha"])))
+    groups: dict[str, list[str]] = {}
+    for run in config["pretraining"]:
+        groups.setdefault(run.get("method", run["name"]), []).append(run["name"])
+    alpha = float(config["alpha"])
+    replicates = replicate_tests(rows, groups, alpha)
+    write_tsv(out / "replicates.tsv", list(REPLICATE_COLUMNS),
+              [[t[c] for c in REPLICATE_COLUMNS] for t in replicates])  # fmt: skip
+    write_text(out / "verdict.md", render_verdict(rows, data, epe, alpha, replicates))
     return out
 
 

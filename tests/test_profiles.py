@@ -17,10 +17,11 @@ def _profile(name: str) -> dict:
 
 def test_cpu_profile_caps_every_training_rules_threads():
     # a method added to the registry without an entry here would silently take all cores again;
-    # CMP, the longest training, gets two (its step is 1.57x faster with two), the others one
+    # CMP, the longest training, gets two (its step is 1.57x faster with two), the others one;
+    # a replicate run (replicate_seeds) gets its method's threads
     threads = _profile("cpu")["set-threads"]
-    expected = {f"pretrain_{m}_run": 1 for m in METHODS}
-    expected["pretrain_cmp_run"] = 2
+    expected = {f"pretrain_{m}_{kind}": 1 for m in METHODS for kind in ("run", "replicate_run")}
+    expected["pretrain_cmp_run"] = expected["pretrain_cmp_replicate_run"] = 2
     assert threads == expected
 
 

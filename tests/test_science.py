@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from models import finetune
 from models.backbones import build_backbone, export_trunk_state_dict
-from models.science import overall_verdict, render_verdict
+from models.science import overall_verdict, render_verdict, replicate_tests
 
 
 def test_probe_with_shared_features_matches_its_own_extraction(tmp_path) -> None:
@@ -51,3 +53,60 @@ def test_rendered_verdict_names_the_test_the_data_and_the_epe_comparison() -> No
     assert "| seg | cmp-x | miou | 0.450 ± 0.010 (n=5) | -0.050 | 0.0010 | 0.0625 | hurts |" in text
     assert "2300 distinct training samples from 216 videos" in text
     assert "does NOT beat the nearest-guidance fill" in text
+
+
+def _row(task: str, init: str, values: str, verdict: str = "no difference") -> dict[str, str]:
+    return {"task": task, "init": init, "metric": "top1", "values": values, "verdict": verdict}
+
+
+def test_replicate_test_makes_the_pretraining_run_the_unit() -> None:
+    rows = [
+        _row("probe", "random", "0.5,0.6,0.7", "control"),
+        _row("probe", "m", "0.5,0.6,1.0"),  # per-seed Δ 0, 0, 0.3: the run's Δ is their mean 0.1
+        _row("probe", "m-seed1", "0.7,0.8,0.9"),  # Δ 0.2
+        _row("probe", "m-seed2", "0.8,0.9,1.0"),  # Δ 0.3
+        _row("probe", "single", "0.9,0.9,0.9"),  # one run: no test over runs
+        _row("probe", "flat", "0.6,0.7,0.8"),
+        _row("probe", "flat-seed1", "0.6,0.7,0.8"),  # both runs Δ 0.1: no spread, no t
+    ]
+    groups = {
+        "m": ["m", "m-seed1", "m-seed2"],
+        "single": ["single"],
+        "flat": ["flat", "flat-seed1"],
+    }
+    tests = {t["method"]: t for t in replicate_tests(rows, groups, alpha=0.05)}
+    assert set(tests) == {"m", "flat"}
+    m = tests["m"]
+    assert (m["n_runs"], m["n_seeds"]) == (3, 3)
+    assert [float(d) for d in m["run_diffs"].split(",")] == pytest.approx([0.1, 0.2, 0.3])
+    assert m["mean_diff"] == pytest.approx(0.2) and m["std_diff"] == pytest.approx(0.1)
+    # t = 0.2 / (0.1 / √3) = 2√3, df 2: p = 1 − 2√3 / √(2 + 12) = 0.074180 (closed form, df = 2)
+    assert m["t"] == pytest.approx(2 * math.sqrt(3))
+    assert m["p_ttest"] == pytest.approx(1 - 2 * math.sqrt(3) / math.sqrt(14), rel=1e-6)
+    assert m["verdict"] == "no difference"  # every run gained, but 3 runs at α 0.05 cannot tell
+    assert replicate_tests(rows, groups, alpha=0.1)[0]["verdict"] == "helps"
+    assert math.isnan(tests["flat"]["p_ttest"]) and tests["flat"]["verdict"] == "no difference"
+    with pytest.raises(ValueError, match="m-seed2 has 2 seeds, the control has 3"):
+        replicate_tests([*rows[:3], _row("probe", "m-seed2", "0.8,0.9")], groups, alpha=0.05)
+
+
+def test_rendered_verdict_puts_the_test_over_pretraining_runs_first() -> None:
+    rows = [
+        {"task": "seg", "init": "random", "metric": "miou", "mean": "0.5", "std": "0.01",
+         "n_seeds": "2", "diff_vs_random": "", "p_ttest": "", "p_wilcoxon": "",
+         "verdict": "control"},
+        {"task": "seg", "init": "m-x", "metric": "miou", "mean": "0.6", "std": "0.01",
+         "n_seeds": "2", "diff_vs_random": "0.1", "p_ttest": "0.01", "p_wilcoxon": "0.5",
+         "verdict": "helps"},
+    ]  # fmt: skip
+    test = {"task": "seg", "method": "m-x", "metric": "miou", "n_runs": 3, "n_seeds": 2,
+            "run_diffs": "0.1,-0.02,0.01", "mean_diff": 0.03, "std_diff": 0.06, "t": 0.87,
+            "p_ttest": 0.48, "verdict": "no difference"}  # fmt: skip
+    text = render_verdict(rows, [], {}, alpha=0.05, replicates=[test])
+    first, rest = text.split("## Each pretraining run on its own")
+    assert (
+        "- **m-x** over its 3 pretraining runs: no difference (per task: no difference)." in first
+    )
+    assert "| seg | m-x | miou | 0.100, -0.020, 0.010 | 0.030 ± 0.060 (runs=3, seeds=2) |" in first
+    assert "- **m-x**: helps (per task: helps)." in rest
+    assert "## Each pretraining run" not in render_verdict(rows, [], {}, alpha=0.05)

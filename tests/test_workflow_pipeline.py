@@ -79,6 +79,8 @@ TINY = {
         ],
     },
 }  # fmt: skip
+# a second pretraining run of flowcls (seed 1): the science verdict tests flowcls over its runs
+TINY["pretrain"]["flowcls"]["replicate_seeds"] = [1]
 
 
 def _tsv(path):
@@ -146,8 +148,8 @@ def test_pretraining_and_benchmark_ran_end_to_end(tiny_run):
         for name in ("backbone.pth", "figures/loss_curves.png", "figures/val_predictions.png"):
             assert (run / name).is_file(), (method, name)
     summary = _tsv(tiny_run / "results/benchmark/summary.tsv")
-    # Every method of pretrain.methods (here all three) is another initialisation.
-    inits = ["random", *(f"{method}-tiny" for method in METHODS)]
+    # Every run of pretrain.methods (here all three, flowcls twice) is another initialisation.
+    inits = ["random", *(f"{method}-tiny" for method in METHODS), "flowcls-tiny-seed1"]
     assert {(r["task"], r["init"]) for r in summary} == {
         (task, init) for task in ("seg", "probe") for init in inits
     }
@@ -213,7 +215,8 @@ def test_science_target_writes_summary_plot_and_verdict(tiny_run) -> None:
     out = tiny_run / "results" / "science"
     with open(out / "summary.tsv", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
-    inits = ["random", "cmp-tiny", "motionmask-tiny", "flowcls-tiny"]  # every pretrain.methods
+    # every run of pretrain.methods, flowcls's replicate after its run
+    inits = ["random", "cmp-tiny", "motionmask-tiny", "flowcls-tiny", "flowcls-tiny-seed1"]
     assert [(r["task"], r["init"]) for r in rows] == [
         (task, init) for task in ("seg_tex", "probe_tex") for init in inits
     ]
@@ -228,6 +231,17 @@ def test_science_target_writes_summary_plot_and_verdict(tiny_run) -> None:
     verdict = (out / "verdict.md").read_text(encoding="utf-8")
     assert verdict.startswith("# Does the pretraining help?")
     assert "**cmp-tiny**" in verdict and "paired t-test" in verdict.lower()
+    # flowcls has two pretraining runs: tested over them, per task, in the verdict and a table
+    assert "**flowcls-tiny** over its 2 pretraining runs" in verdict
+    replicates = _tsv(out / "replicates.tsv")
+    assert [(r["task"], r["method"], r["n_runs"]) for r in replicates] == [
+        ("seg_tex", "flowcls-tiny", "2"), ("probe_tex", "flowcls-tiny", "2")
+    ]  # fmt: skip
+    seed1 = tiny_run / "results/pretrain/flowcls/tiny-seed1"
+    assert json.loads((seed1 / "data.json").read_text())["train_samples"] > 0
+    assert (seed1 / "backbone.pth").read_bytes() != (
+        tiny_run / "results/pretrain/flowcls/tiny/backbone.pth"
+    ).read_bytes()  # another seed, another trunk
     # the shard stage printed and recorded the distinct training samples; the verdict repeats them
     index = json.loads((tiny_run / "results/tiny/shards-dis_fast/index.json").read_text())
     n_train = index["splits"]["train"]["n_samples"]
@@ -240,6 +254,13 @@ def test_science_target_writes_summary_plot_and_verdict(tiny_run) -> None:
     assert "nearest_guidance" in verdict and "val/baseline_nearest_guidance" in (
         tiny_run / "results/pretrain/cmp/tiny/logs/version_0/metrics.csv"
     ).read_text(encoding="utf-8")
+
+
+def test_a_replicate_seed_equal_to_the_runs_own_is_refused(tmp_path) -> None:
+    pretrain = {**TINY["pretrain"], "cmp": {**TINY["pretrain"]["cmp"], "replicate_seeds": [0]}}
+    proc = run_snakemake(tmp_path, {**TINY, "pretrain": pretrain}, "science", "-n")
+    assert proc.returncode != 0
+    assert "pretrain.cmp.replicate_seeds repeats the run's own seed 0" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow

@@ -210,9 +210,45 @@ def pretrain_shards(method):
     return [SHARDS_DIR.format(set=s) for s in sets]
 
 
+def replicate_dir(method, seed):
+    """Where the run of `pretrain.<method>` with replicate seed `seed` writes."""
+    return f"{pretrain_dir(method)}-seed{seed}"
+
+
+def pretrain_runs(method):
+    """A method's pretraining runs: its run, then one per `replicate_seeds` entry, each as
+    {key (an input name), name (an initialisation), run_dir, method (the run they replicate)}.
+    """
+    cfg = PRETRAIN[method]
+    if cfg["seed"] in cfg["replicate_seeds"]:
+        raise ValueError(
+            f"pretrain.{method}.replicate_seeds repeats the run's own seed {cfg['seed']}: "
+            "a replicate must differ from the run it replicates"
+        )
+    group = f"{method}-{cfg['run']}"
+    runs = [
+        {"key": method, "name": group, "run_dir": pretrain_dir(method), "method": group}
+    ]
+    for seed in cfg["replicate_seeds"]:
+        runs.append(
+            {
+                "key": f"{method}_seed{seed}",
+                "name": f"{group}-seed{seed}",
+                "run_dir": replicate_dir(method, seed),
+                "method": group,
+            }
+        )
+    return runs
+
+
+def compared_runs():
+    """Every pretraining run the benchmark and the science run compare, in pretrain.methods order."""
+    return [run for m in PRETRAIN["methods"] for run in pretrain_runs(m)]
+
+
 def pretrain_backbones():
-    """method -> backbone.pth of every method in pretrain.methods."""
-    return {m: f"{pretrain_dir(m)}/backbone.pth" for m in PRETRAIN["methods"]}
+    """input name -> backbone.pth of every run (replicates included) of pretrain.methods."""
+    return {run["key"]: f"{run['run_dir']}/backbone.pth" for run in compared_runs()}
 
 
 def pretrain_overrides(method):
@@ -224,17 +260,29 @@ def pretrain_overrides(method):
     return lambda wildcards: overrides
 
 
-def _pretrain_overrides(method):
+def replicate_overrides(method):
+    """Params function of a replicate run: the run's overrides with the wildcard's seed (weights
+    init, sampling and augmentation) and its own output folder."""
+
+    def overrides(wildcards):
+        seed = int(wildcards.seed)
+        return _pretrain_overrides(method, seed, replicate_dir(method, seed))
+
+    return overrides
+
+
+def _pretrain_overrides(method, seed=None, output_dir=None):
     cfg = PRETRAIN[method]
+    seed = cfg["seed"] if seed is None else seed
     data = dict(cfg["data"])
     data["index_paths"] = [f"{d}/index.json" for d in pretrain_shards(method)]
     data["weights"] = cfg["set_weights"] or None
-    data["seed"] = cfg["seed"]
+    data["seed"] = seed
     sections = {
         "method": method,
-        "seed": cfg["seed"],
+        "seed": seed,
         "deterministic": cfg["deterministic"],
-        "output_dir": pretrain_dir(method),
+        "output_dir": output_dir or pretrain_dir(method),
         "model": cfg["model"],
         "optim": cfg["optim"],
         "trainer": cfg["trainer"],
@@ -255,11 +303,10 @@ def benchmark_backbone():
 
 
 def pretrained_initialisations(input):
-    """random (the control), the trunk of every method in pretrain.methods, user weights."""
+    """random (the control), the trunk of every run of pretrain.methods, user weights."""
     inits = [{"name": "random", "backbone_path": None}]
-    for method in PRETRAIN["methods"]:
-        name = f"{method}-{PRETRAIN[method]['run']}"
-        inits.append({"name": name, "backbone_path": getattr(input, method)})
+    for run in compared_runs():
+        inits.append({"name": run["name"], "backbone_path": getattr(input, run["key"])})
     inits.extend(config["benchmark"]["extra_initialisations"])
     return inits
 
@@ -290,8 +337,8 @@ def science_overrides(wildcards, input, threads):
         "alpha": cfg["alpha"],
         "benchmark": benchmark_sections(cfg, SCIENCE_DIR, input, threads),
         "pretraining": [
-            {"name": f"{m}-{PRETRAIN[m]['run']}", "run_dir": pretrain_dir(m)}
-            for m in PRETRAIN["methods"]
+            {"name": run["name"], "run_dir": run["run_dir"], "method": run["method"]}
+            for run in compared_runs()
         ],
         "shard_indexes": sorted(
             {f"{d}/index.json" for m in PRETRAIN["methods"] for d in pretrain_shards(m)}

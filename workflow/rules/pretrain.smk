@@ -2,6 +2,9 @@
 # pretrain_<method>_run trains (GPU resources belong to it; a rerun resumes from the last
 # checkpoint) and pretrain_<method> is its target. `pretrain.methods` picks those `all` and the
 # benchmark use; the others still run on request (snakemake pretrain_<method>).
+# pretrain_<method>_replicate_run trains the same config with another seed, one job per entry of
+# `pretrain.<method>.replicate_seeds`, into results/pretrain/<method>/<run>-seed<N>/; the target
+# pretrain_<method> includes them.
 
 
 for method in PRETRAIN_SECTIONS:
@@ -42,6 +45,32 @@ for method in PRETRAIN_SECTIONS:
 
     rule:
         name:
+            f"pretrain_{method}_replicate_run"
+        input:
+            shards=pretrain_shards(method),
+        output:
+            backbone=f"{pretrain_dir(method)}-seed{{seed}}/backbone.pth",
+            losses=f"{pretrain_dir(method)}-seed{{seed}}/figures/loss_curves.png",
+            predictions=f"{pretrain_dir(method)}-seed{{seed}}/figures/val_predictions.png",
+        log:
+            f"{pretrain_dir(method)}-seed{{seed}}/train.log",
+        benchmark:
+            f"{pretrain_dir(method)}-seed{{seed}}/benchmark.tsv"
+        wildcard_constraints:
+            seed=r"\d+",
+        conda:
+            "../../envs/train.yaml"
+        threads: workflow.cores
+        resources:
+            **gpu_resources(1),
+        params:
+            overrides=replicate_overrides(method),
+        shell:
+            'args=(); for o in {params.overrides:q}; do args+=(--set "$o"); done;'
+            ' python -m models.train fit "${{args[@]}}" > {log:q} 2>&1'
+
+    rule:
+        name:
             f"pretrain_{method}"
         input:
-            f"{pretrain_dir(method)}/backbone.pth",
+            [f"{run['run_dir']}/backbone.pth" for run in pretrain_runs(method)],

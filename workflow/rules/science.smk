@@ -24,6 +24,7 @@ rule science_run:
             caption="../report/science.rst",
             category="Science",
         ),
+        replicates=f"{SCIENCE_DIR}/replicates.tsv",
     log:
         f"{SCIENCE_DIR}/science.log",
     benchmark:
