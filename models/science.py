@@ -1,7 +1,7 @@
 """The science run: does the pretraining help? One table, one plot, one generated verdict.
 
     python -m models.science --set output_dir=results/science --set benchmark={...} \
-        --set pretraining=[{name, run_dir}] --set shard_indexes=[...]
+        --set pretraining=[{name, run_dir, method}] --set shard_indexes=[...]
 
 Runs ``models.benchmark`` on the transfer tasks (``models.transfer``; ≥ 5 seeds) for every
 pretrained trunk against random, then writes ``verdict.md``: per (task, initialisation) the
@@ -10,11 +10,11 @@ p-values (``models.downstream_metrics.paired_test``) with the verdict "helps / n
 hurts" at ``alpha``; per initialisation an overall verdict over the tasks; for every method with
 several pretraining runs (``pretrain.<method>.replicate_seeds``) the test that counts the run as the
 unit (``replicate_tests``: each run's mean paired difference over the fine-tuning seeds, a
-one-sample t-test of those differences against 0), also in ``replicates.tsv``; the pretraining data
-(distinct training / validation samples and videos from every shard ``index.json``); and, for each
-pretraining run that logged them, the last validation EPE against the guidance-only baselines
-(``models.baselines``): CMP counts as propagating motion only when it beats the nearest-guidance
-fill.
+one-sample t-test of those differences against 0), also in ``replicates.tsv`` and drawn in
+``replicates.png``; the pretraining data (distinct training / validation samples and videos from
+every shard ``index.json``); and, for each pretraining run that logged them, the last validation
+EPE against the guidance-only baselines (``models.baselines``): CMP counts as propagating motion
+only when it beats the nearest-guidance fill.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from models.baselines import BASELINES
-from pipeline.atomic import read_tsv, write_text, write_tsv
+from pipeline.atomic import atomic_path, read_tsv, write_text, write_tsv
 from pipeline.stages.shards import sample_counts
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "main",
     "REPLICATE_COLUMNS",
     "overall_verdict",
+    "plot_replicates",
     "pretraining_epe",
     "render_verdict",
     "replicate_tests",
@@ -212,6 +213,8 @@ def _replicate_section(tests: Sequence[Mapping[str, Any]], alpha: float) -> list
         "Tested over pretraining runs: each run's mean difference to random over the "
         f"fine-tuning seeds, one-sample t-test against 0, two-sided, α = {alpha:g}, df = runs − 1.",
         "",
+        "![Δ vs random per pretraining run](replicates.png)",
+        "",
         "| task | method | metric | Δ vs random per run | mean Δ ± std | p (t) | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -223,6 +226,35 @@ def _replicate_section(tests: Sequence[Mapping[str, Any]], alpha: float) -> list
             f"{_fmt(t['p_ttest'], 4)} | {t['verdict']} |"
         )
     return [*lines, ""]
+
+
+def plot_replicates(tests: Sequence[Mapping[str, Any]], path: str | Path, dpi: int = 120) -> Path:
+    """One panel per task: each method's per-run difference to random (dots), their mean ± std
+    (bar, whisker) and zero (dashed); a method whose dots straddle zero has not shown an effect."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(t["task"] for t in tests))
+    figure, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        own = [t for t in tests if t["task"] == task]
+        for x, test in enumerate(own):
+            diffs = [float(d) for d in str(test["run_diffs"]).split(",")]
+            axis.bar(x, test["mean_diff"], 0.6, color="0.85", yerr=test["std_diff"], capsize=4)
+            axis.plot([x] * len(diffs), diffs, "o", color="tab:blue", markersize=4)
+            axis.annotate(test["verdict"], (x, 0), xytext=(0, -28), textcoords="offset points",
+                          ha="center", fontsize="x-small")  # fmt: skip
+        axis.axhline(0.0, color="k", linestyle="--", linewidth=0.8)
+        axis.set_xticks(range(len(own)), [t["method"] for t in own], rotation=20, fontsize="small")
+        axis.set_title(f"{task} ({own[0]['metric']})", fontsize="medium")
+        axis.set_ylabel("Δ vs random, per pretraining run")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi)
+    plt.close(figure)
+    return Path(path)
 
 
 def run_science(config: Mapping[str, Any]) -> Path:
@@ -249,6 +281,8 @@ def run_science(config: Mapping[str, Any]) -> Path:
     replicates = replicate_tests(rows, groups, alpha)
     write_tsv(out / "replicates.tsv", list(REPLICATE_COLUMNS),
               [[t[c] for c in REPLICATE_COLUMNS] for t in replicates])  # fmt: skip
+    if replicates:
+        plot_replicates(replicates, out / "replicates.png", dpi=int(resolved["plot"]["dpi"]))
     write_text(out / "verdict.md", render_verdict(rows, data, epe, alpha, replicates))
     return out
 

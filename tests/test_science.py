@@ -10,7 +10,7 @@ import torch
 
 from models import finetune
 from models.backbones import build_backbone, export_trunk_state_dict
-from models.science import overall_verdict, render_verdict, replicate_tests
+from models.science import overall_verdict, plot_replicates, render_verdict, replicate_tests
 
 
 def test_probe_with_shared_features_matches_its_own_extraction(tmp_path) -> None:
@@ -110,3 +110,16 @@ def test_rendered_verdict_puts_the_test_over_pretraining_runs_first() -> None:
     assert "| seg | m-x | miou | 0.100, -0.020, 0.010 | 0.030 ± 0.060 (runs=3, seeds=2) |" in first
     assert "- **m-x**: helps (per task: helps)." in rest
     assert "## Each pretraining run" not in render_verdict(rows, [], {}, alpha=0.05)
+
+
+def test_replicate_figure_is_a_png_with_one_panel_per_task(tmp_path) -> None:
+    from PIL import Image
+
+    test = {"method": "m-x", "metric": "miou", "run_diffs": "0.1,-0.02,0.01", "mean_diff": 0.03,
+            "std_diff": 0.06, "verdict": "no difference"}  # fmt: skip
+    one = plot_replicates([{**test, "task": "seg"}], tmp_path / "one.png", dpi=50)
+    two = plot_replicates(
+        [{**test, "task": "seg"}, {**test, "task": "probe"}], tmp_path / "two.png", dpi=50
+    )
+    with Image.open(one) as a, Image.open(two) as b:
+        assert b.width > 1.8 * a.width and a.height == b.height  # a panel per task

@@ -237,6 +237,7 @@ def test_science_target_writes_summary_plot_and_verdict(tiny_run) -> None:
     assert [(r["task"], r["method"], r["n_runs"]) for r in replicates] == [
         ("seg_tex", "flowcls-tiny", "2"), ("probe_tex", "flowcls-tiny", "2")
     ]  # fmt: skip
+    assert (out / "replicates.png").read_bytes().startswith(b"\x89PNG")
     seed1 = tiny_run / "results/pretrain/flowcls/tiny-seed1"
     assert json.loads((seed1 / "data.json").read_text())["train_samples"] > 0
     assert (seed1 / "backbone.pth").read_bytes() != (
