@@ -9,8 +9,8 @@ mean ± std over seeds, the mean paired difference to random and its paired t-te
 p-values (``models.downstream_metrics.paired_test``) with the verdict "helps / no difference /
 hurts" at ``alpha``; per initialisation an overall verdict over the tasks; for every method with
 several pretraining runs (``pretrain.<method>.replicate_seeds``) the test that counts the run as the
-unit (``replicate_tests``: each run's mean paired difference over the fine-tuning seeds, a
-one-sample t-test of those differences against 0), also in ``replicates.tsv`` and drawn in
+unit (``replicate_tests``: the runs × seeds table of paired differences to random, tested with
+both runs and seeds as random samples, ``crossed_test``), also in ``replicates.tsv`` and drawn in
 ``replicates.png``; the pretraining data (distinct training / validation samples and videos from
 every shard ``index.json``); and, for each pretraining run that logged them, the last validation
 EPE against the guidance-only baselines (``models.baselines``): CMP counts as propagating motion
@@ -22,10 +22,13 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from models.baselines import BASELINES
 from pipeline.atomic import atomic_path, read_tsv, write_text, write_tsv
@@ -35,6 +38,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "main",
     "REPLICATE_COLUMNS",
+    "crossed_test",
     "overall_verdict",
     "plot_replicates",
     "pretraining_epe",
@@ -69,8 +73,36 @@ def overall_verdict(verdicts: Sequence[str]) -> str:
 
 REPLICATE_COLUMNS = (
     "task", "method", "metric", "n_runs", "n_seeds", "run_diffs", "mean_diff", "std_diff",
-    "t", "p_ttest", "verdict",
+    "se", "df", "t", "p_ttest", "verdict",
 )  # fmt: skip
+
+
+def crossed_test(diffs: Sequence[Sequence[float]]) -> dict[str, float]:
+    """Test of the mean of a runs × seeds table of paired differences against 0, with both the
+    runs and the seeds as random samples.
+
+    Row r, column s: run r's metric at fine-tuning seed s minus the control's at seed s. The
+    grand mean's variance has a run part (pretraining runs differ), a seed part (the control's
+    value at a seed, and whatever the seed does to every run alike) and a residual; the estimate
+    var(run means) / R + var(seed means) / S covers all three (it counts the residual twice, so
+    it errs towards "no difference"), with Welch–Satterthwaite degrees of freedom. Returns
+    ``mean``, ``se``, ``df``, ``t`` and the two-sided ``p`` (NaN where there is no spread).
+    """
+    from scipy import stats
+
+    table = np.asarray(diffs, dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] < 2 or table.shape[1] < 2:
+        raise ValueError(f"need >= 2 runs x >= 2 seeds of differences, got shape {table.shape}")
+    runs, seeds = table.shape
+    mean = float(table.mean())
+    parts = (table.mean(axis=1).var(ddof=1) / runs, table.mean(axis=0).var(ddof=1) / seeds)
+    variance = sum(parts)
+    result = {"mean": mean, "se": math.sqrt(variance), "df": math.nan, "t": math.nan}
+    if variance <= (1e-12 * max(1.0, abs(mean))) ** 2:
+        return {**result, "p": math.nan}
+    df = variance**2 / (parts[0] ** 2 / (runs - 1) + parts[1] ** 2 / (seeds - 1))
+    t = mean / math.sqrt(variance)
+    return {**result, "df": df, "t": t, "p": float(2.0 * stats.t.sf(abs(t), df))}
 
 
 def replicate_tests(
@@ -81,14 +113,13 @@ def replicate_tests(
     """The test over pretraining runs, per task and method with >= 2 runs.
 
     ``rows``: ``summary.tsv`` rows (``values`` holds the per-seed metric, same seed order in every
-    row); ``groups``: method -> its runs' initialisation names. Each run's difference to the
-    control is the mean over fine-tuning seeds of its per-seed difference to the control's; a
-    two-sided one-sample t-test of the runs' differences against 0 (df = runs − 1) gives the
-    verdict at ``alpha``. The paired test of ``summary.tsv`` treats one pretraining run as fixed
-    and tests over fine-tuning seeds only; here the pretraining run is the unit.
+    row); ``groups``: method -> its runs' initialisation names. Every run was fine-tuned with every
+    seed and is compared with the control at the same seed: ``crossed_test`` on that runs × seeds
+    table of differences gives the verdict at ``alpha``. The paired test of ``summary.tsv`` holds
+    one pretraining run fixed and tests over fine-tuning seeds only; here another pretraining run
+    of the method is part of the variation the effect must stand out of. ``run_diffs``: each
+    run's mean difference over the seeds; ``std_diff``: their sample std.
     """
-    from scipy import stats
-
     from models.downstream_metrics import verdict
 
     control = {r["task"]: r for r in rows if r["verdict"] == "control"}
@@ -99,26 +130,21 @@ def replicate_tests(
         for method, names in groups.items():
             if len(names) < 2 or any((task, n) not in by_key for n in names):
                 continue
-            diffs = []
+            table = []
             for name in names:
                 values = [float(v) for v in str(by_key[(task, name)]["values"]).split(",")]
                 if len(values) != len(reference):
                     raise ValueError(f"{task}: {name} has {len(values)} seeds, the control has "
                                      f"{len(reference)}")  # fmt: skip
-                diffs.append(
-                    sum(a - b for a, b in zip(values, reference, strict=True)) / len(values)
-                )
-            mean = sum(diffs) / len(diffs)
-            spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
-            t = p = math.nan
-            if spread > 1e-12 * max(1.0, abs(mean)):
-                result = stats.ttest_1samp(diffs, 0.0)
-                t, p = float(result.statistic), float(result.pvalue)
+                table.append([a - b for a, b in zip(values, reference, strict=True)])
+            test = crossed_test(table)
+            per_run = [sum(row) / len(row) for row in table]
             tests.append({
-                "task": task, "method": method, "metric": base["metric"], "n_runs": len(diffs),
-                "n_seeds": len(reference), "run_diffs": ",".join(f"{d:.6g}" for d in diffs),
-                "mean_diff": mean, "std_diff": spread, "t": t, "p_ttest": p,
-                "verdict": verdict({"p_t": p, "mean_diff": mean}, alpha),
+                "task": task, "method": method, "metric": base["metric"], "n_runs": len(table),
+                "n_seeds": len(reference), "run_diffs": ",".join(f"{d:.6g}" for d in per_run),
+                "mean_diff": test["mean"], "std_diff": statistics.stdev(per_run),
+                "se": test["se"], "df": test["df"], "t": test["t"], "p_ttest": test["p"],
+                "verdict": verdict({"p_t": test["p"], "mean_diff": test["mean"]}, alpha),
             })  # fmt: skip
     return tests
 
@@ -210,27 +236,29 @@ def _replicate_section(tests: Sequence[Mapping[str, Any]], alpha: float) -> list
                      f"{overall_verdict(words)} (per task: {', '.join(words)}).")  # fmt: skip
     lines += [
         "",
-        "Tested over pretraining runs: each run's mean difference to random over the "
-        f"fine-tuning seeds, one-sample t-test against 0, two-sided, α = {alpha:g}, df = runs − 1.",
+        "Tested over pretraining runs and fine-tuning seeds: every run is fine-tuned with every "
+        "seed and compared with random at the same seed; the mean difference's standard error "
+        "adds the spread of the run means and of the seed means (`models.science.crossed_test`), "
+        f"two-sided t-test, Welch–Satterthwaite df, α = {alpha:g}.",
         "",
         "![Δ vs random per pretraining run](replicates.png)",
         "",
-        "| task | method | metric | Δ vs random per run | mean Δ ± std | p (t) | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| task | method | metric | Δ vs random per run | mean Δ ± s.e. | df | p (t) | verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for t in tests:
         per_run = ", ".join(_fmt(d) for d in str(t["run_diffs"]).split(","))
         lines.append(
             f"| {t['task']} | {t['method']} | {t['metric']} | {per_run} | {_fmt(t['mean_diff'])}"
-            f" ± {_fmt(t['std_diff'])} (runs={t['n_runs']}, seeds={t['n_seeds']}) | "
+            f" ± {_fmt(t['se'])} (runs={t['n_runs']}, seeds={t['n_seeds']}) | {_fmt(t['df'], 1)} | "
             f"{_fmt(t['p_ttest'], 4)} | {t['verdict']} |"
         )
     return [*lines, ""]
 
 
 def plot_replicates(tests: Sequence[Mapping[str, Any]], path: str | Path, dpi: int = 120) -> Path:
-    """One panel per task: each method's per-run difference to random (dots), their mean ± std
-    (bar, whisker) and zero (dashed); a method whose dots straddle zero has not shown an effect."""
+    """One panel per task: each method's per-run difference to random (dots), their mean (bar)
+    ± the test's standard error (whisker), zero (dashed) and the verdict."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,7 +270,7 @@ def plot_replicates(tests: Sequence[Mapping[str, Any]], path: str | Path, dpi: i
         own = [t for t in tests if t["task"] == task]
         for x, test in enumerate(own):
             diffs = [float(d) for d in str(test["run_diffs"]).split(",")]
-            axis.bar(x, test["mean_diff"], 0.6, color="0.85", yerr=test["std_diff"], capsize=4)
+            axis.bar(x, test["mean_diff"], 0.6, color="0.85", yerr=test["se"], capsize=4)
             axis.plot([x] * len(diffs), diffs, "o", color="tab:blue", markersize=4)
             axis.annotate(test["verdict"], (x, 0), xytext=(0, -28), textcoords="offset points",
                           ha="center", fontsize="x-small")  # fmt: skip

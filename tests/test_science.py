@@ -7,10 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats as scipy_stats
 
 from models import finetune
 from models.backbones import build_backbone, export_trunk_state_dict
-from models.science import overall_verdict, plot_replicates, render_verdict, replicate_tests
+from models.science import (
+    crossed_test,
+    overall_verdict,
+    plot_replicates,
+    render_verdict,
+    replicate_tests,
+)
 
 
 def test_probe_with_shared_features_matches_its_own_extraction(tmp_path) -> None:
@@ -63,11 +70,11 @@ def test_replicate_test_makes_the_pretraining_run_the_unit() -> None:
     rows = [
         _row("probe", "random", "0.5,0.6,0.7", "control"),
         _row("probe", "m", "0.5,0.6,1.0"),  # per-seed Δ 0, 0, 0.3: the run's Δ is their mean 0.1
-        _row("probe", "m-seed1", "0.7,0.8,0.9"),  # Δ 0.2
+        _row("probe", "m-seed1", "0.7,0.8,0.9"),  # Δ 0.2 at every seed
         _row("probe", "m-seed2", "0.8,0.9,1.0"),  # Δ 0.3
         _row("probe", "single", "0.9,0.9,0.9"),  # one run: no test over runs
         _row("probe", "flat", "0.6,0.7,0.8"),
-        _row("probe", "flat-seed1", "0.6,0.7,0.8"),  # both runs Δ 0.1: no spread, no t
+        _row("probe", "flat-seed1", "0.6,0.7,0.8"),  # Δ 0.1 everywhere: no spread, no t
     ]
     groups = {
         "m": ["m", "m-seed1", "m-seed2"],
@@ -80,14 +87,30 @@ def test_replicate_test_makes_the_pretraining_run_the_unit() -> None:
     assert (m["n_runs"], m["n_seeds"]) == (3, 3)
     assert [float(d) for d in m["run_diffs"].split(",")] == pytest.approx([0.1, 0.2, 0.3])
     assert m["mean_diff"] == pytest.approx(0.2) and m["std_diff"] == pytest.approx(0.1)
-    # t = 0.2 / (0.1 / √3) = 2√3, df 2: p = 1 − 2√3 / √(2 + 12) = 0.074180 (closed form, df = 2)
-    assert m["t"] == pytest.approx(2 * math.sqrt(3))
-    assert m["p_ttest"] == pytest.approx(1 - 2 * math.sqrt(3) / math.sqrt(14), rel=1e-6)
+    # run means 0.1, 0.2, 0.3 (var 1/100), seed means 1/6, 1/6, 4/15 (var 1/300):
+    # se² = 1/300 + 1/900, t = 0.2 / (1/15) = 3, df = (4/900)² / ((1/300)²/2 + (1/900)²/2) = 3.2
+    assert m["se"] == pytest.approx(1 / 15) and m["t"] == pytest.approx(3.0)
+    assert m["df"] == pytest.approx(3.2)
+    assert m["p_ttest"] == pytest.approx(2 * scipy_stats.t.sf(3.0, 3.2)) and m["p_ttest"] > 0.05
     assert m["verdict"] == "no difference"  # every run gained, but 3 runs at α 0.05 cannot tell
     assert replicate_tests(rows, groups, alpha=0.1)[0]["verdict"] == "helps"
     assert math.isnan(tests["flat"]["p_ttest"]) and tests["flat"]["verdict"] == "no difference"
     with pytest.raises(ValueError, match="m-seed2 has 2 seeds, the control has 3"):
         replicate_tests([*rows[:3], _row("probe", "m-seed2", "0.8,0.9")], groups, alpha=0.05)
+
+
+def test_crossed_test_counts_the_controls_noise_not_only_the_runs_spread() -> None:
+    # three runs that agree to 0.007 on their mean gain, all of it from one seed where the
+    # control happened to score low: a test over run means alone would be near-certain
+    table = [[0.30, 0.00, 0.00], [0.31, 0.01, 0.00], [0.30, 0.00, 0.02]]
+    run_means = [sum(row) / 3 for row in table]
+    assert scipy_stats.ttest_1samp(run_means, 0.0).pvalue < 0.001
+    test = crossed_test(table)
+    assert test["p"] > 0.2 and test["mean"] == pytest.approx(0.1044444)
+    # a gain at every seed in every run stands out of the same run spread
+    assert crossed_test([[0.10, 0.11, 0.10], [0.11, 0.10, 0.12], [0.10, 0.12, 0.11]])["p"] < 0.001
+    with pytest.raises(ValueError, match="2 runs x >= 2 seeds"):
+        crossed_test([[0.1, 0.2, 0.3]])
 
 
 def test_rendered_verdict_puts_the_test_over_pretraining_runs_first() -> None:
@@ -100,14 +123,17 @@ def test_rendered_verdict_puts_the_test_over_pretraining_runs_first() -> None:
          "verdict": "helps"},
     ]  # fmt: skip
     test = {"task": "seg", "method": "m-x", "metric": "miou", "n_runs": 3, "n_seeds": 2,
-            "run_diffs": "0.1,-0.02,0.01", "mean_diff": 0.03, "std_diff": 0.06, "t": 0.87,
-            "p_ttest": 0.48, "verdict": "no difference"}  # fmt: skip
+            "run_diffs": "0.1,-0.02,0.01", "mean_diff": 0.03, "std_diff": 0.06, "se": 0.04,
+            "df": 3.5, "t": 0.75, "p_ttest": 0.48, "verdict": "no difference"}  # fmt: skip
     text = render_verdict(rows, [], {}, alpha=0.05, replicates=[test])
     first, rest = text.split("## Each pretraining run on its own")
     assert (
         "- **m-x** over its 3 pretraining runs: no difference (per task: no difference)." in first
     )
-    assert "| seg | m-x | miou | 0.100, -0.020, 0.010 | 0.030 ± 0.060 (runs=3, seeds=2) |" in first
+    row = (
+        "| seg | m-x | miou | 0.100, -0.020, 0.010 | 0.030 ± 0.040 (runs=3, seeds=2) | 3.5 | 0.4800"
+    )
+    assert row in first
     assert "- **m-x**: helps (per task: helps)." in rest
     assert "## Each pretraining run" not in render_verdict(rows, [], {}, alpha=0.05)
 
@@ -116,7 +142,7 @@ def test_replicate_figure_is_a_png_with_one_panel_per_task(tmp_path) -> None:
     from PIL import Image
 
     test = {"method": "m-x", "metric": "miou", "run_diffs": "0.1,-0.02,0.01", "mean_diff": 0.03,
-            "std_diff": 0.06, "verdict": "no difference"}  # fmt: skip
+            "std_diff": 0.06, "se": 0.04, "verdict": "no difference"}  # fmt: skip
     one = plot_replicates([{**test, "task": "seg"}], tmp_path / "one.png", dpi=50)
     two = plot_replicates(
         [{**test, "task": "seg"}, {**test, "task": "probe"}], tmp_path / "two.png", dpi=50
