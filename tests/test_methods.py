@@ -173,6 +173,13 @@ def test_schema_fills_method_sections_and_rejects_unknown_methods() -> None:
     bad["pretrain"]["methods"] = ["cmp", "nope"]
     with pytest.raises(Exception, match="nope"):
         validate(bad, schema)
+    # replicate seeds: none by default; each a distinct non-negative seed (its folder's -seed<N>)
+    assert all(pretrain[m]["replicate_seeds"] == [] for m in METHODS)
+    for seeds in ([1, 1], [-1]):
+        bad = copy.deepcopy(config)
+        bad["pretrain"]["s3"]["replicate_seeds"] = seeds
+        with pytest.raises(Exception, match="replicate_seeds"):
+            validate(bad, schema)
 
 
 def test_motionmask_paper_config_builds_the_stride32_alexnet() -> None:
