@@ -265,17 +265,17 @@ def plot_replicates(tests: Sequence[Mapping[str, Any]], path: str | Path, dpi: i
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(t["task"] for t in tests))
-    figure, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
+    width = max(3.6, 1.2 * max(sum(t["task"] == task for t in tests) for task in tasks))
+    figure, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), 3.8), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
         own = [t for t in tests if t["task"] == task]
         for x, test in enumerate(own):
             diffs = [float(d) for d in str(test["run_diffs"]).split(",")]
             axis.bar(x, test["mean_diff"], 0.6, color="0.85", yerr=test["se"], capsize=4)
             axis.plot([x] * len(diffs), diffs, "o", color="tab:blue", markersize=4)
-            axis.annotate(test["verdict"], (x, 0), xytext=(0, -28), textcoords="offset points",
-                          ha="center", fontsize="x-small")  # fmt: skip
         axis.axhline(0.0, color="k", linestyle="--", linewidth=0.8)
-        axis.set_xticks(range(len(own)), [t["method"] for t in own], rotation=20, fontsize="small")
+        labels = [f"{t['method']}\n{t['verdict']}" for t in own]
+        axis.set_xticks(range(len(own)), labels, rotation=25, ha="right", fontsize="small")
         axis.set_title(f"{task} ({own[0]['metric']})", fontsize="medium")
         axis.set_ylabel("Δ vs random, per pretraining run")
     figure.tight_layout()
