@@ -71,6 +71,11 @@ def overall_verdict(verdicts: Sequence[str]) -> str:
     return "helps" if helps else "hurts" if hurts else "no difference"
 
 
+def _floats(cell: Any) -> list[float]:
+    """The numbers of a comma-joined TSV cell (summary.tsv ``values``, replicates.tsv ``run_diffs``)."""
+    return [float(v) for v in str(cell).split(",")]
+
+
 REPLICATE_COLUMNS = (
     "task", "method", "metric", "n_runs", "n_seeds", "run_diffs", "mean_diff", "std_diff",
     "se", "df", "t", "p_ttest", "verdict",
@@ -126,13 +131,13 @@ def replicate_tests(
     by_key = {(r["task"], r["init"]): r for r in rows}
     tests = []
     for task, base in control.items():
-        reference = [float(v) for v in str(base["values"]).split(",")]
+        reference = _floats(base["values"])
         for method, names in groups.items():
             if len(names) < 2 or any((task, n) not in by_key for n in names):
                 continue
             table = []
             for name in names:
-                values = [float(v) for v in str(by_key[(task, name)]["values"]).split(",")]
+                values = _floats(by_key[(task, name)]["values"])
                 if len(values) != len(reference):
                     raise ValueError(f"{task}: {name} has {len(values)} seeds, the control has "
                                      f"{len(reference)}")  # fmt: skip
@@ -247,7 +252,7 @@ def _replicate_section(tests: Sequence[Mapping[str, Any]], alpha: float) -> list
         "|---|---|---|---|---|---|---|---|",
     ]
     for t in tests:
-        per_run = ", ".join(_fmt(d) for d in str(t["run_diffs"]).split(","))
+        per_run = ", ".join(_fmt(d) for d in _floats(t["run_diffs"]))
         lines.append(
             f"| {t['task']} | {t['method']} | {t['metric']} | {per_run} | {_fmt(t['mean_diff'])}"
             f" ± {_fmt(t['se'])} (runs={t['n_runs']}, seeds={t['n_seeds']}) | {_fmt(t['df'], 1)} | "
@@ -270,7 +275,7 @@ def plot_replicates(tests: Sequence[Mapping[str, Any]], path: str | Path, dpi: i
     for axis, task in zip(axes[0], tasks, strict=True):
         own = [t for t in tests if t["task"] == task]
         for x, test in enumerate(own):
-            diffs = [float(d) for d in str(test["run_diffs"]).split(",")]
+            diffs = _floats(test["run_diffs"])
             axis.bar(x, test["mean_diff"], 0.6, color="0.85", yerr=test["se"], capsize=4)
             axis.plot([x] * len(diffs), diffs, "o", color="tab:blue", markersize=4)
         axis.axhline(0.0, color="k", linestyle="--", linewidth=0.8)

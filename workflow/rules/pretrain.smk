@@ -6,8 +6,16 @@
 # `pretrain.<method>.replicate_seeds`, into results/pretrain/<method>/<run>-seed<N>/; the target
 # pretrain_<method> includes them.
 
+# one training from the params' --set overrides, shared by a method's run and its replicates
+TRAIN_SHELL = (
+    'args=(); for o in {params.overrides:q}; do args+=(--set "$o"); done;'
+    ' python -m models.train fit "${{args[@]}}" > {log:q} 2>&1'
+)
+
 
 for method in PRETRAIN_SECTIONS:
+    # the replicate rule's folder, {seed} its wildcard
+    replica = replicate_dir(method, "{seed}")
 
     rule:
         name:
@@ -40,8 +48,7 @@ for method in PRETRAIN_SECTIONS:
         params:
             overrides=pretrain_overrides(method),
         shell:
-            'args=(); for o in {params.overrides:q}; do args+=(--set "$o"); done;'
-            ' python -m models.train fit "${{args[@]}}" > {log:q} 2>&1'
+            TRAIN_SHELL
 
     rule:
         name:
@@ -49,13 +56,13 @@ for method in PRETRAIN_SECTIONS:
         input:
             shards=pretrain_shards(method),
         output:
-            backbone=f"{pretrain_dir(method)}-seed{{seed}}/backbone.pth",
-            losses=f"{pretrain_dir(method)}-seed{{seed}}/figures/loss_curves.png",
-            predictions=f"{pretrain_dir(method)}-seed{{seed}}/figures/val_predictions.png",
+            backbone=f"{replica}/backbone.pth",
+            losses=f"{replica}/figures/loss_curves.png",
+            predictions=f"{replica}/figures/val_predictions.png",
         log:
-            f"{pretrain_dir(method)}-seed{{seed}}/train.log",
+            f"{replica}/train.log",
         benchmark:
-            f"{pretrain_dir(method)}-seed{{seed}}/benchmark.tsv"
+            f"{replica}/benchmark.tsv"
         wildcard_constraints:
             seed=r"\d+",
         conda:
@@ -66,8 +73,7 @@ for method in PRETRAIN_SECTIONS:
         params:
             overrides=replicate_overrides(method),
         shell:
-            'args=(); for o in {params.overrides:q}; do args+=(--set "$o"); done;'
-            ' python -m models.train fit "${{args[@]}}" > {log:q} 2>&1'
+            TRAIN_SHELL
 
     rule:
         name:
