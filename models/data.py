@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from models.resumable import EpochSampler, start_at_batch, trained_batches
 from models.workers import ThreadLimitedLoader
-from pipeline.shards.reader import ShardReader, read_index
+from pipeline.shards.reader import ShardReader, read_index, split_samples
 
 VIEWS = ("cmp", "cpfs", "motion_masks", "s3")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -344,11 +344,11 @@ class ShardDataset(Dataset):
             index = read_index(path)
             n_set = 0
             for entry in index["shards"]:
-                if entry["split"] != split:
+                keep = split_samples(index, entry, split)
+                if not len(keep):
                     continue
-                keep = np.arange(entry["n_samples"])
                 if view == "motion_masks":  # only frames that kept a mask have a trimap
-                    keep = keep[np.asarray(entry["has_mask"], bool)]
+                    keep = keep[np.asarray(entry["has_mask"], bool)[keep]]
                 shard_ids.append(np.full(len(keep), len(self.readers), np.int32))
                 locals_.append(keep.astype(np.int32))
                 set_ids.append(np.full(len(keep), set_id, np.int32))

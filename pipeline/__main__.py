@@ -26,6 +26,8 @@ STAGES: dict[str, tuple[str, str, str, str]] = {
     "guidance": ("pipeline.stages.guidance", "add_arguments", "run", "CMP watershed guidance points for one video"),
     "guidance-stats": ("pipeline.stages.guidance", "add_stats_arguments", "run_stats", "per-set guidance statistics"),
     "shards": ("pipeline.stages.shards", "add_arguments", "run", "pack a video set into HDF5 shards"),
+    "shards-chunk": ("pipeline.stages.shards", "add_chunk_arguments", "run_chunk", "pack one chunk of a set's videos into HDF5 shards"),
+    "shards-index": ("pipeline.stages.shards", "add_index_arguments", "run_index", "write a set's index.json (train / val split by video) from its chunks"),
     "validate-shards": ("pipeline.stages.shards", "add_validate_arguments", "run_validate", "re-read and check every sample of a shard folder"),
     "chunk": ("pipeline.stages.chunk", "add_arguments", "run", "run a per-video stage over every video of a chunk"),
     "figures": ("pipeline.stages.figures", "add_arguments", "run", "gather some videos' figures of a stage into one folder for the report"),

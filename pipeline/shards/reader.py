@@ -58,6 +58,25 @@ def read_index(index_path: str | os.PathLike) -> dict[str, Any]:
     return index
 
 
+def split_samples(index: dict[str, Any], entry: dict[str, Any], split: str) -> np.ndarray:
+    """Local indices of the samples of shard ``entry`` (one of ``index["shards"]``) in ``split``.
+
+    A set packed in one job has one split per shard (``entry["split"]``); a set packed per chunk
+    (``pipeline.shards.chunked``) lists each shard's videos with their sample ranges, and the
+    index says which split each video is in.
+    """
+    if "split" in entry:
+        n = int(entry["n_samples"]) if entry["split"] == split else 0
+        return np.arange(n)
+    videos = index["videos"]
+    parts = [
+        np.arange(start, stop)
+        for vid, start, stop in entry["videos"]
+        if videos.get(vid, {}).get("split") == split
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
 class ShardReader:
     """Random access to the samples of one shard.
 

@@ -41,6 +41,17 @@ _VLEN_U8 = h5py.vlen_dtype(np.dtype(np.uint8))
 _STR = h5py.string_dtype("utf-8")
 
 
+def n_val_videos(n_videos: int, val_fraction: float) -> int:
+    """Videos of ``n_videos`` that go to validation: ``round(val_fraction * n)``, at least one when
+    ``val_fraction > 0`` and there are two or more videos, never all of them."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = round(val_fraction * n_videos)
+    if val_fraction > 0 and n_videos >= 2:
+        n_val = max(n_val, 1)
+    return min(n_val, n_videos - 1) if n_videos else 0
+
+
 def split_videos(video_ids: Sequence[str], *, val_fraction: float, seed: int) -> dict[str, str]:
     """Assign whole videos to ``train`` / ``val``.
 
@@ -48,15 +59,10 @@ def split_videos(video_ids: Sequence[str], *, val_fraction: float, seed: int) ->
     least one when ``val_fraction > 0`` and there are two or more videos, and never all of them:
     at least one video stays in train. A single video always goes to train (val is then empty).
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     ids = sorted(set(video_ids))
     if len(ids) != len(video_ids):
         raise ValueError("duplicate video ids")
-    n_val = round(val_fraction * len(ids))
-    if val_fraction > 0 and len(ids) >= 2:
-        n_val = max(n_val, 1)
-    n_val = min(n_val, len(ids) - 1) if ids else 0
+    n_val = n_val_videos(len(ids), val_fraction)
     order = np.random.default_rng(seed).permutation(len(ids))
     val = {ids[i] for i in order[:n_val]}
     return {vid: ("val" if vid in val else "train") for vid in ids}

@@ -2,8 +2,10 @@
 
 Gathers, per video, the flow stage's folder (frames + flow PNGs + pairs.tsv), the masks stage's
 folder (soft masks, trimaps, kept frames) and the guidance file, and writes ``shard-NNNNN.h5``
-files plus ``index.json`` with the train / validation split by video. ``validate-shards`` re-reads
-every sample and exits non-zero on any corrupt one.
+files plus ``index.json`` with the train / validation split by video. ``shards-chunk`` packs one
+chunk of a set's videos and ``shards-index`` writes the set's ``index.json`` from its chunks
+(``pipeline.shards.chunked``; what the workflow runs: an added video repacks its chunk only).
+``validate-shards`` re-reads every sample and exits non-zero on any corrupt one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pipeline.fields import FIELD_STAGE
+from pipeline.shards.chunked import write_chunk_shards, write_set_index
 from pipeline.shards.loose import VideoInput
 from pipeline.shards.reader import read_index
 from pipeline.shards.validate import main_validate
@@ -105,6 +109,66 @@ def run(args: argparse.Namespace) -> int:
         "packed %s", {k: v for k, v in index.items() if k not in ("shards", "config", "rejected")}
     )
     # the figure that says whether pretraining can overfit: index.json records it too
+    (counts,) = sample_counts([Path(args.out_dir) / "index.json"])
+    print(
+        f"distinct training samples: {counts['train_samples']} from {counts['train_videos']} "
+        f"videos; validation samples: {counts['val_samples']} from {counts['val_videos']} videos",
+        flush=True,
+    )
+    return 0
+
+
+def add_chunk_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("video_ids", nargs="*", help="ids of the chunk's videos")
+    p.add_argument("--flow-root", required=True, help="the set's flow-{method} folder")
+    p.add_argument("--masks-root", default=None, help="the set's masks folder (masks packed)")
+    p.add_argument("--guidance-root", default=None, help="the set's guidance folder (packed)")
+    p.add_argument("--params", required=True, help="the config's shards section as JSON")
+    p.add_argument("--flow-method", required=True)
+    p.add_argument("--out-dir", required=True, help="the chunk's folder of shards")
+
+
+def run_chunk(args: argparse.Namespace) -> int:
+    cfg = json.loads(args.params)
+    masks = Path(args.masks_root) if args.masks_root else None
+    guidance = Path(args.guidance_root) if args.guidance_root else None
+    videos = video_inputs(args.video_ids, Path(args.flow_root), masks, guidance)
+    stages = {"flow"} | {name for name, root in (("masks", masks), ("guidance", guidance)) if root}
+    chunk = write_chunk_shards(
+        videos,
+        args.out_dir,
+        fields=[f for f, stage in FIELD_STAGE.items() if stage in stages],
+        target_mb=cfg["target_mb"],
+        layout=cfg["layout"],
+        array_compression=cfg["array_compression"],
+        tile_size=cfg["tile_size"],
+        flow_method=args.flow_method,
+    )
+    n = sum(s["n_samples"] for s in chunk["shards"])
+    print(f"packed {n} samples of {len(videos)} videos into {len(chunk['shards'])} shards")
+    return 0
+
+
+def add_index_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("chunk_dirs", nargs="+", help="the set's chunk folders (chunk.json inside)")
+    p.add_argument("--params", required=True, help="the config's shards section as JSON")
+    p.add_argument(
+        "--config-json",
+        required=True,
+        help="the resolved config that shapes the data, kept in index.json",
+    )
+    p.add_argument("--out-dir", required=True, help="the set's shard folder (index.json)")
+
+
+def run_index(args: argparse.Namespace) -> int:
+    cfg = json.loads(args.params)
+    write_set_index(
+        args.chunk_dirs,
+        args.out_dir,
+        val_fraction=cfg["val_fraction"],
+        seed=cfg["seed"],
+        config=json.loads(args.config_json),
+    )
     (counts,) = sample_counts([Path(args.out_dir) / "index.json"])
     print(
         f"distinct training samples: {counts['train_samples']} from {counts['train_videos']} "
