@@ -28,8 +28,10 @@ rule all:
         rules.ingest.input,
         rules.shots.input,
         rules.flow.input,
-        rules.guidance.input,
-        rules.masks.input,
+        # the masks and offline guidance stages only where pretrain.methods or guidance.offline
+        # ask for them (pipeline/fields.py)
+        [rules.masks.input] if "masks" in SELECTED_STAGES else [],
+        [rules.guidance.input] if GUIDANCE_OFFLINE else [],
         rules.shards.input,
         rules.disk.input,
         rules.figures.input,

@@ -59,6 +59,8 @@ from models.checkpoints import (
 from models.methods import PretrainMethod, get_method
 from models.resumable import StepSeed
 from pipeline.atomic import atomic_path, write_json, write_text
+from pipeline.fields import index_fields, missing_fields
+from pipeline.shards.reader import read_index
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -204,7 +206,22 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
             f"trainer.final_checkpoint must be one of {FINAL_CHECKPOINT_MODES}, "
             f"got {trainer['final_checkpoint']!r}"
         )
+    check_shard_fields(resolved)
     return resolved
+
+
+def check_shard_fields(config: Mapping[str, Any]) -> None:
+    """Fail in one line, naming the stage to enable, when a shard set of the run lacks a field
+    its method reads (``pipeline.fields``); a set not yet written is left to the data module."""
+    paths = (config["data"].get("kwargs") or {}).get("index_paths") or []
+    for path in [paths] if isinstance(paths, str) else paths:
+        try:
+            index = read_index(path)
+        except (OSError, ValueError):
+            continue
+        problem = missing_fields(config["method"], index_fields(index), f"shard set {path}")
+        if problem:
+            raise ValueError(problem)
 
 
 # --------------------------------------------------------------------------- building blocks

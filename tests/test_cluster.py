@@ -54,7 +54,13 @@ def test_every_training_job_asks_the_cluster_for_a_gpu(tmp_path, monkeypatch):
 
     jobs = [json.loads(line) for line in submit_log.read_text().splitlines()]
     rules = {j["rule"] for j in jobs}
-    assert {"pretrain_cmp_run", "benchmark_run", "flow_chunk", "shards_set"} <= rules
+    assert {
+        "pretrain_cmp_run",
+        "benchmark_run",
+        "flow_chunk",
+        "shards_chunk",
+        "shards_index",
+    } <= rules
     assert "pretrain_cmp" not in rules  # the target rule runs no job
     for job in jobs:
         res = job["resources"]

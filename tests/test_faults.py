@@ -41,7 +41,7 @@ STAGE_LOGS = {
     "flow": f"{SET}/flow-dis_fast/logs/*.log",
     "masks": f"{SET}/masks-dis_fast/logs/*.log",
     "guidance": f"{SET}/guidance-dis_fast-K15G30/logs/*.log",
-    "shards": f"{SET}/logs/shards.log",
+    "shards": f"{SET}/shards-dis_fast-masks-guidance/logs/*.log",  # a chunk's packing job
 }
 SKIP_PARTS = {"logs", "benchmarks", "chunks", ".snakemake"}
 

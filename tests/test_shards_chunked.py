@@ -32,9 +32,7 @@ def pack(videos, root, chunk_size=1, only=None):
     chunks = assign_chunks(sorted(by_id), chunk_size)
     for name, ids in chunks.items():
         if only is None or name in only:
-            write_chunk_shards(
-                [by_id[i] for i in ids], root / name, fields=FIELDS, target_mb=0.02
-            )
+            write_chunk_shards([by_id[i] for i in ids], root / name, fields=FIELDS, target_mb=0.02)
     index = write_set_index([root / c for c in chunks], root, val_fraction=0.25, seed=3)
     return chunks, index
 

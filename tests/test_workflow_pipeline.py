@@ -25,7 +25,8 @@ TINY = {
     },
     "flow": {"short_side": 72},
     "masks": {"unlc": {"n_segments": 60, "max_side": 96}},
-    "guidance": {"kernel_size": 15, "grid_stride": 30},
+    # the offline guidance stage runs only when asked for (issue 28): ask, to test it
+    "guidance": {"kernel_size": 15, "grid_stride": 30, "offline": True},
     "shards": {"val_fraction": 0.5},
     # several methods (the embedded default trains cmp only): each is an initialisation
     "pretrain": {
@@ -83,6 +84,10 @@ TINY = {
 TINY["pretrain"]["flowcls"]["replicate_seeds"] = [1]
 
 
+# the shards of pretrain.methods: image + flow, motion masks (motionmask reads them), guidance
+SHARDS = "shards-dis_fast-masks-guidance"
+
+
 def _tsv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f, delimiter="\t"))
@@ -114,12 +119,12 @@ def test_every_stage_wrote_its_outputs(tiny_run):
         with np.load(res / f"guidance-dis_fast-K15G30/{vid}.npz") as g:
             assert len(g["sample_ids"]) == len(pairs)
             assert g["offsets"][-1] == len(g["points"])
-    index = json.loads((res / "shards-dis_fast/index.json").read_text())
+    index = json.loads((res / SHARDS / "index.json").read_text())
     assert index["totals"]["n_samples"] > 0
     train, val = index["splits"]["train"]["videos"], index["splits"]["val"]["videos"]
     assert train and not set(train) & set(val)
     check = subprocess.run(
-        [sys.executable, "-m", "pipeline", "validate-shards", str(res / "shards-dis_fast")],
+        [sys.executable, "-m", "pipeline", "validate-shards", str(res / SHARDS)],
         capture_output=True,
         text=True,
     )
@@ -184,7 +189,12 @@ def test_editing_training_or_benchmark_settings_reruns_no_data_job(tiny_run):
             if len(line.split()) == 2 and line.split()[1].isdigit()}  # fmt: skip
     assert jobs.get("benchmark_run") == 1  # its seeds changed
     # before, the shard stage's params held the whole config: any edit reran shards and training
-    assert "shards_set" not in jobs and "flow_chunk" not in jobs and "synthesize" not in jobs
+    assert (
+        "shards_chunk" not in jobs
+        and "shards_index" not in jobs
+        and "flow_chunk" not in jobs
+        and "synthesize" not in jobs
+    )
 
 
 def _planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
@@ -204,7 +214,12 @@ def test_editing_one_methods_setting_reruns_that_training_and_what_uses_it(tiny_
     jobs = _planned_jobs(run_snakemake(tiny_run, {**TINY, "pretrain": pretrain}, "benchmark", "-n"))
     assert jobs.get("pretrain_cmp_run") == 1 and jobs.get("benchmark_run") == 1
     assert not (training - {"pretrain_cmp_run"}) & set(jobs)
-    assert "shards_set" not in jobs and "flow_chunk" not in jobs and "synthesize" not in jobs
+    assert (
+        "shards_chunk" not in jobs
+        and "shards_index" not in jobs
+        and "flow_chunk" not in jobs
+        and "synthesize" not in jobs
+    )
 
 
 @pytest.mark.slow
@@ -244,9 +259,9 @@ def test_science_target_writes_summary_plot_and_verdict(tiny_run) -> None:
         tiny_run / "results/pretrain/flowcls/tiny/backbone.pth"
     ).read_bytes()  # another seed, another trunk
     # the shard stage printed and recorded the distinct training samples; the verdict repeats them
-    index = json.loads((tiny_run / "results/tiny/shards-dis_fast/index.json").read_text())
+    index = json.loads((tiny_run / "results/tiny" / SHARDS / "index.json").read_text())
     n_train = index["splits"]["train"]["n_samples"]
-    log = (tiny_run / "results/tiny/logs/shards.log").read_text(encoding="utf-8")
+    log = (tiny_run / "results/tiny/logs/shards-masks-guidance.log").read_text(encoding="utf-8")
     assert f"distinct training samples: {n_train} " in log
     assert f"{n_train} distinct training samples" in verdict
     # ... and so did the training run; its validation EPE sits beside the guidance-only baselines

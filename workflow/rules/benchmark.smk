@@ -59,4 +59,5 @@ rule benchmark_mask_quality:
 rule benchmark:
     input:
         rules.benchmark_run.output,
-        rules.benchmark_mask_quality.output,
+        # the masks' quality where the methods build masks
+        [rules.benchmark_mask_quality.output] if "masks" in SELECTED_STAGES else [],

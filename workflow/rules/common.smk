@@ -6,6 +6,7 @@ import sys
 
 from snakemake.utils import validate
 
+from pipeline.fields import OPTIONAL_STAGES, method_fields, shards_suffix, stages_for
 from pipeline.ids import SET_NAME_PATTERN, VIDEO_ID_PATTERN
 from pipeline.stages.chunk import assign_chunks, split_by_size
 from pipeline.videosets import list_videos
@@ -179,9 +180,18 @@ def gpu_resources(n=1):
     }
 
 
+# keys of a stage's section that decide whether the stage runs, not what it computes
+WORKFLOW_KEYS = {"guidance": ("offline",)}
+
+
 def stage_params(section):
     """A config section as compact JSON, handed to the stage CLI as --params."""
-    return json.dumps(config[section], sort_keys=True, separators=(",", ":"))
+    params = {
+        k: v
+        for k, v in config[section].items()
+        if k not in WORKFLOW_KEYS.get(section, ())
+    }
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
 
 # Sections that only read the shards (training, benchmarks, the science run, cluster resources,
@@ -205,9 +215,33 @@ def pretrain_dir(method):
     return f"{RESULTS}/pretrain/{method}/{PRETRAIN[method]['run']}"
 
 
+# Stages follow the methods (issue 28; pipeline/fields.py declares what each method reads): the
+# masks stage runs only for a method that reads masks, the offline guidance stage only when
+# guidance.offline asks for it. SELECTED_STAGES: what the shards of pretrain.methods need.
+GUIDANCE_OFFLINE = config["guidance"]["offline"]
+for _method in PRETRAIN_SECTIONS:
+    method_fields(_method)  # a method without a field declaration fails here, by name
+SELECTED_STAGES = stages_for(PRETRAIN["methods"], guidance_offline=GUIDANCE_OFFLINE)
+
+
+def method_stages(method):
+    """Optional stages of the shards `method` trains on: those of pretrain.methods when it is one
+    of them (one shard set for all), else those plus what it reads (`snakemake pretrain_<m>`).
+    """
+    methods = [*PRETRAIN["methods"], method]
+    return stages_for(methods, guidance_offline=GUIDANCE_OFFLINE)
+
+
+def shards_index(set_name, stages):
+    """index.json of a set's shards holding the flow stage's fields plus `stages`'."""
+    folder = f"shards-{config['flow']['method']}{shards_suffix(stages)}"
+    return f"{RESULTS}/{set_name}/{folder}/index.json"
+
+
 def pretrain_shards(method):
+    """The index.json of every shard set `method` trains on."""
     sets = PRETRAIN[method]["sets"] or active_sets()
-    return [SHARDS_DIR.format(set=s) for s in sets]
+    return [shards_index(s, method_stages(method)) for s in sets]
 
 
 def replicate_dir(method, seed):
@@ -275,7 +309,7 @@ def _pretrain_overrides(method, seed=None, output_dir=None):
     cfg = PRETRAIN[method]
     seed = cfg["seed"] if seed is None else seed
     data = dict(cfg["data"])
-    data["index_paths"] = [f"{d}/index.json" for d in pretrain_shards(method)]
+    data["index_paths"] = pretrain_shards(method)
     data["weights"] = cfg["set_weights"] or None
     data["seed"] = seed
     sections = {
@@ -341,7 +375,7 @@ def science_overrides(wildcards, input, threads):
             for run in compared_runs()
         ],
         "shard_indexes": sorted(
-            {f"{d}/index.json" for m in PRETRAIN["methods"] for d in pretrain_shards(m)}
+            {index for m in PRETRAIN["methods"] for index in pretrain_shards(m)}
         ),
     }
     return [f"{key}={json.dumps(value)}" for key, value in sections.items()]

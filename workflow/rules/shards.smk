@@ -1,36 +1,88 @@
-# Shards: pack every accepted sample of a set into HDF5 shards + index.json (split by video).
+# Shards: pack a set's accepted samples into HDF5 shards, one job per chunk of videos (an added
+# video repacks its chunk only), and a small per-set job writing index.json (train / val split by
+# video). A shard folder's suffix names the optional stages its shards hold (pipeline/fields.py):
+# shards-<flow> holds image + flow, shards-<flow>-masks adds the motion masks, ...-guidance the
+# offline guidance points.
 
 
-SHARDS_DIR = f"{RESULTS}/{{set}}/shards-{config['flow']['method']}"
+SHARDS_DIR = f"{RESULTS}/{{set}}/shards-{config['flow']['method']}{{parts}}"
+STAGE_DIRS = {"masks": MASKS_DIR, "guidance": GUIDANCE_DIR}
 
 
-rule shards_set:
+wildcard_constraints:
+    parts=r"(-masks)?(-guidance)?",
+
+
+def shard_parts_stages(parts):
+    return [s for s in OPTIONAL_STAGES if f"-{s}" in parts]
+
+
+def shard_chunk_inputs(wildcards):
+    inputs = {"flow": f"{FLOW_DIR}/chunks/{wildcards.chunk}.chunk.tsv"}
+    for stage in shard_parts_stages(wildcards.parts):
+        inputs[stage] = (
+            f"{STAGE_DIRS[stage]}/chunks/{wildcards.chunk}.chunk.tsv".format(
+                set=wildcards.set
+            )
+        )
+    return inputs
+
+
+def shard_roots(wildcards):
+    """--masks-root / --guidance-root of the stages the folder holds."""
+    return [
+        f"--{stage}-root={STAGE_DIRS[stage].format(set=wildcards.set)}"
+        for stage in shard_parts_stages(wildcards.parts)
+    ]
+
+
+def shard_chunk_dirs(wildcards):
+    folder = SHARDS_DIR.format(set=wildcards.set, parts=wildcards.parts)
+    return [f"{folder}/{c}" for c in CHUNKS[wildcards.set]]
+
+
+rule shards_chunk:
     input:
-        pairs=chunks_of(f"{FLOW_DIR}/chunks/{{chunk}}.chunk.tsv"),
-        masks=chunks_of(f"{MASKS_DIR}/chunks/{{chunk}}.chunk.tsv"),
-        guidance=chunks_of(f"{GUIDANCE_DIR}/chunks/{{chunk}}.chunk.tsv"),
+        unpack(shard_chunk_inputs),
     output:
-        directory(SHARDS_DIR),
+        directory(f"{SHARDS_DIR}/{{chunk}}"),
     log:
-        f"{RESULTS}/{{set}}/logs/shards.log",
+        f"{SHARDS_DIR}/logs/{{chunk}}.log",
     benchmark:
-        f"{RESULTS}/{{set}}/benchmarks/shards.tsv"
+        f"{SHARDS_DIR}/benchmarks/{{chunk}}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     params:
         flow_root=FLOW_DIR,
-        masks_root=MASKS_DIR,
-        guidance_root=GUIDANCE_DIR,
+        roots=shard_roots,
         cfg=stage_params("shards"),
         method=config["flow"]["method"],
-        config=data_config_json(),
     shell:
-        "python -m pipeline --expand-chunks=video_id shards {input.guidance:q} --flow-root={params.flow_root:q}"
-        " --masks-root={params.masks_root:q} --guidance-root={params.guidance_root:q}"
-        " --params {params.cfg:q} --flow-method={params.method:q}"
-        " --config-json {params.config:q} --out-dir={output:q} > {log:q} 2>&1"
+        "python -m pipeline --expand-chunks=video_id shards-chunk {input.flow:q}"
+        " --flow-root={params.flow_root:q} {params.roots:q} --params {params.cfg:q}"
+        " --flow-method={params.method:q} --out-dir={output:q} > {log:q} 2>&1"
+
+
+rule shards_index:
+    input:
+        shard_chunk_dirs,
+    output:
+        f"{SHARDS_DIR}/index.json",
+    log:
+        f"{RESULTS}/{{set}}/logs/shards{{parts}}.log",
+    benchmark:
+        f"{RESULTS}/{{set}}/benchmarks/shards{{parts}}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    params:
+        cfg=stage_params("shards"),
+        config=data_config_json(),
+        folder=lambda w: SHARDS_DIR.format(set=w.set, parts=w.parts),
+    shell:
+        "python -m pipeline shards-index {input:q} --params {params.cfg:q}"
+        " --config-json {params.config:q} --out-dir={params.folder:q} > {log:q} 2>&1"
 
 
 rule shards:
     input:
-        per_set(SHARDS_DIR),
+        [shards_index(s, SELECTED_STAGES) for s in active_sets()],

@@ -1,24 +1,47 @@
-# Disk use and time per per-video stage of a set, summed from the chunk manifests.
+# Disk use and time per per-video stage of a set, summed from the chunk manifests: the stages
+# that run (the masks and guidance stages only where the methods or guidance.offline ask).
+
+USAGE_STAGES = {
+    "ingest": f"{RESULTS}/{{set}}/chunks/ingest",
+    "shots": f"{RESULTS}/{{set}}/chunks/shots",
+    "flow": f"{FLOW_DIR}/chunks",
+    "masks": f"{MASKS_DIR}/chunks",
+    "guidance": f"{GUIDANCE_DIR}/chunks",
+}
+USED_STAGES = ["ingest", "shots", "flow", *SELECTED_STAGES]
+
+
+def usage_inputs(wildcards):
+    return {
+        stage: [
+            f"{USAGE_STAGES[stage].format(set=wildcards.set)}/{c}.chunk.tsv"
+            for c in CHUNKS[wildcards.set]
+        ]
+        for stage in USED_STAGES
+    }
+
+
+def usage_args(wildcards, input):
+    """--stage NAME MANIFEST... per stage that runs."""
+    args = []
+    for stage in USED_STAGES:
+        args += ["--stage", stage, *input[stage]]
+    return args
 
 
 rule disk_usage:
     input:
-        ingest=chunks_of(f"{RESULTS}/{{set}}/chunks/ingest/{{chunk}}.chunk.tsv"),
-        shots=chunks_of(f"{RESULTS}/{{set}}/chunks/shots/{{chunk}}.chunk.tsv"),
-        flow=chunks_of(f"{FLOW_DIR}/chunks/{{chunk}}.chunk.tsv"),
-        masks=chunks_of(f"{MASKS_DIR}/chunks/{{chunk}}.chunk.tsv"),
-        guidance=chunks_of(f"{GUIDANCE_DIR}/chunks/{{chunk}}.chunk.tsv"),
+        unpack(usage_inputs),
     output:
         f"{RESULTS}/{{set}}/disk_usage.tsv",
     log:
         f"{RESULTS}/{{set}}/logs/disk_usage.log",
     conda:
         "../../envs/pipeline.yaml"
+    params:
+        args=usage_args,
     shell:
-        "python -m pipeline disk-usage --stage ingest {input.ingest:q}"
-        " --stage shots {input.shots:q} --stage flow {input.flow:q}"
-        " --stage masks {input.masks:q} --stage guidance {input.guidance:q}"
-        " --out={output:q} > {log:q} 2>&1"
+        "python -m pipeline disk-usage {params.args:q} --out={output:q} > {log:q} 2>&1"
 
 
 rule disk:
