@@ -16,7 +16,7 @@ CMP (Zhan et al. 2019, Sec. 3.1) classifies each flow component into ``num_bins`
   the nearest fill, and at the guidance points themselves.
 
     python benchmarks/bench_cmp_diagnose.py \\
-        --index /tmp/sci/results/science_clips/shards-dis_fast/index.json \\
+        --index /tmp/sci/results/science_clips/shards-dis_fast-masks/index.json \\
         --checkpoint /tmp/sci/results/pretrain/cmp/science/checkpoints/last.ckpt \\
         --bins 99:50 99:10 --out benchmarks/out/cmp_diagnose.json
 """
