@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -20,6 +21,7 @@ from pipeline.shards.chunked import (
 from pipeline.shards.reader import ShardReader, read_index, split_samples
 from pipeline.stages.chunk import assign_chunks
 from pipeline.video import file_sha256
+from tests.conftest import run_snakemake, write_avi
 from tests.test_shards import make_video
 
 FIELDS = ["image", "flow", "trimap", "soft", "guidance"]
@@ -145,3 +147,45 @@ def test_stale_shards_of_one_job_packing_and_old_chunks_are_removed(tmp_path):
     assert {e["file"].split("/")[0] for e in index["shards"]} == {"0000of0001"}
     assert json.loads((root / "index.json").read_text())["totals"]["n_videos"] == 2
     assert np.all([e["n_samples"] > 0 for e in index["shards"]])
+
+
+def _clip(path, seed):
+    """A 20-frame clip of a blurred texture moving 1 px per frame (one shot, real flow)."""
+    rng = np.random.default_rng(seed)
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (64, 112, 3), dtype=np.uint8), (7, 7), 0)
+    return write_avi(path, [texture[8:56, k : k + 64] for k in range(20)])
+
+
+@pytest.mark.slow
+def test_snakemake_repacks_only_the_chunk_of_an_added_video(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(3):
+        _clip(clips / f"clip{i}.avi", i)
+    config = {
+        "video_sets": {"dir": {"path": str(clips), "glob": ["*.avi"], "chunk_size": 1}},
+        "only_sets": ["dir"],
+        "shards": {"val_fraction": 0.3},
+    }
+    work = tmp_path / "work"
+    proc = run_snakemake(work, config, "shards")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = work / "results/dir/shards-dis_fast"
+    before = {p: (file_sha256(p), p.stat().st_mtime_ns) for p in root.glob("*of*/*")}
+    assert any(p.suffix == ".h5" for p in before)
+    assert not (work / "results/dir/masks-dis_fast").exists()  # CMP reads no mask
+    _clip(clips / "clip3.avi", 3)  # 4 videos still make 4 chunks of one
+    plan = run_snakemake(work, config, "shards", "-n")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    jobs = [line.split()[1] for line in plan.stdout.splitlines() if line.startswith("rule ")]
+    assert jobs.count("shards_chunk:") == 1 and jobs.count("shards_index:") == 1
+    proc = run_snakemake(work, config, "shards")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    index = json.loads((root / "index.json").read_text())
+    assert index["totals"]["n_videos"] == 4
+    changed = [
+        p for p in before if not p.exists() or (file_sha256(p), p.stat().st_mtime_ns) != before[p]
+    ]
+    untouched = [p for p in before if p not in changed]
+    assert untouched and len({p.parent for p in changed}) <= 1
+    assert {p.parent.name for p in untouched}.isdisjoint({p.parent.name for p in changed})
