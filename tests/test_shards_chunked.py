@@ -189,3 +189,8 @@ def test_snakemake_repacks_only_the_chunk_of_an_added_video(tmp_path):
     untouched = [p for p in before if p not in changed]
     assert untouched and len({p.parent for p in changed}) <= 1
     assert {p.parent.name for p in untouched}.isdisjoint({p.parent.name for p in changed})
+    # the split is the index's: a new val_fraction rewrites the index and repacks no chunk
+    resplit = {**config, "shards": {"val_fraction": 0.5}}
+    plan = run_snakemake(work, resplit, "shards", "-n")
+    jobs = [line.split()[1] for line in plan.stdout.splitlines() if line.startswith("rule ")]
+    assert sorted(jobs) == ["shards:", "shards_index:"], plan.stdout[-2000:]

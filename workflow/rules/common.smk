@@ -184,13 +184,11 @@ def gpu_resources(n=1):
 WORKFLOW_KEYS = {"guidance": ("offline",)}
 
 
-def stage_params(section):
-    """A config section as compact JSON, handed to the stage CLI as --params."""
-    params = {
-        k: v
-        for k, v in config[section].items()
-        if k not in WORKFLOW_KEYS.get(section, ())
-    }
+def stage_params(section, drop=()):
+    """A config section as compact JSON, handed to the stage CLI as --params (without the keys
+    in `drop`: settings the job does not read, so editing them reruns nothing there)."""
+    skip = (*WORKFLOW_KEYS.get(section, ()), *drop)
+    params = {k: v for k, v in config[section].items() if k not in skip}
     return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
 

@@ -55,7 +55,8 @@ rule shards_chunk:
     params:
         flow_root=FLOW_DIR,
         roots=shard_roots,
-        cfg=stage_params("shards"),
+        # the split is the index's: a new val_fraction or seed repacks no chunk
+        cfg=stage_params("shards", drop=("val_fraction", "seed")),
         method=config["flow"]["method"],
     shell:
         "python -m pipeline --expand-chunks=video_id shards-chunk {input.flow:q}"
