@@ -131,10 +131,7 @@ def write_chunk_shards(
         if writer is not None:
             writer.abort()
         raise
-    keep = {s["file"] for s in shards}
-    for stale in out.glob("shard-*.h5"):
-        if stale.name not in keep:
-            stale.unlink()
+    _drop_unlisted(out, shards)
     chunk = {
         "schema_version": SCHEMA_VERSION,
         "layout": layout,
@@ -146,6 +143,14 @@ def write_chunk_shards(
     }
     _write_json_atomic(out / CHUNK_INDEX, chunk)
     return chunk
+
+
+def _drop_unlisted(out: Path, shards: list[dict[str, Any]]) -> None:
+    """Delete shard files of an earlier packing of the chunk that this one did not rewrite."""
+    keep = {s["file"] for s in shards}
+    for stale in out.glob("shard-*.h5"):
+        if stale.name not in keep:
+            stale.unlink()
 
 
 def write_set_index(
