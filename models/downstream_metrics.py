@@ -6,8 +6,9 @@
 * ``paired_test``: an initialisation against the random control, seed by seed. Both runs of a seed
   share the head's init, the shuffling, the augmentation and the low-shot subset, so the per-seed
   differences are paired samples: a paired t-test (``scipy.stats.ttest_rel``) and the Wilcoxon
-  signed-rank test (``scipy.stats.wilcoxon``, exact for small n). With 5 seeds Wilcoxon's smallest
-  two-sided p is 2/32 = 0.0625, so the verdict uses the t-test and reports both.
+  signed-rank test (``scipy.stats.wilcoxon``, exact for small n). Wilcoxon's smallest two-sided p
+  is 2 / 2^n (``wilcoxon_smallest_p``: 0.0625 at 5 seeds), so the verdict uses the t-test and
+  reports both.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "mean_iou",
     "paired_test",
     "verdict",
+    "wilcoxon_smallest_p",
 ]
 
 IGNORE_INDEX = 255
@@ -107,6 +109,15 @@ def paired_test(values: Sequence[float], control: Sequence[float]) -> dict[str, 
     t = stats.ttest_rel(list(map(float, values)), list(map(float, control)))
     result["t"], result["p_t"] = float(t.statistic), float(t.pvalue)
     return result
+
+
+def wilcoxon_smallest_p(n: int) -> float:
+    """The smallest p the exact two-sided Wilcoxon signed-rank test (``paired_test``) can give
+    for ``n`` paired differences without zeros or ties: all of one sign is the most extreme of
+    the 2^n equally likely sign patterns, once at each tail, so p = 2 / 2^n (1 for n = 1)."""
+    if n < 1:
+        raise ValueError(f"need at least 1 paired difference, got {n}")
+    return min(1.0, 2.0 / 2**n)
 
 
 def verdict(test: dict[str, Any], alpha: float = 0.05) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from models.baselines import BASELINES
+from models.downstream_metrics import wilcoxon_smallest_p
 from pipeline.atomic import atomic_path, read_tsv, write_text, write_tsv
 from pipeline.stages.shards import sample_counts
 
@@ -167,6 +168,20 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "–" if math.isnan(number) else f"{number:.{digits}f}"
 
 
+def _wilcoxon_floor(rows: Sequence[Mapping[str, Any]], alpha: float) -> str:
+    """The smallest p the exact Wilcoxon test can reach at the rows' seed counts, and whether
+    that is below ``alpha``."""
+    counts = sorted({int(r["n_seeds"]) for r in rows})
+    if not counts:
+        return "no seeds"
+    smallest = [wilcoxon_smallest_p(n) for n in counts]
+    text = (f"with {' / '.join(map(str, counts))} seeds its smallest attainable p is "
+            f"{' / '.join(f'{p:g}' for p in smallest)}")  # fmt: skip
+    return text + (
+        f", so alone it cannot reject at α = {alpha:g}" if min(smallest) >= alpha else ""
+    )
+
+
 def render_verdict(
     rows: Sequence[Mapping[str, Any]],
     data: Sequence[Mapping[str, Any]],
@@ -191,9 +206,9 @@ def render_verdict(
     lines += [
         "",
         f"Paired t-test over seeds against random, two-sided, α = {alpha:g} (Wilcoxon "
-        "signed-rank p beside it; with 5 seeds its smallest p is 0.0625). It holds each "
-        "pretraining run fixed and tests over fine-tuning seeds only: it says whether that run's "
-        "trunk helps, not whether another run of the same method would (that needs "
+        f"signed-rank p beside it; {_wilcoxon_floor(rows, alpha)}). It holds each pretraining "
+        "run fixed and tests over fine-tuning seeds only: it says whether that run's trunk helps, "
+        "not whether another run of the same method would (that needs "
         "`pretrain.<method>.replicate_seeds`).",
         "",
         "| task | init | metric | mean ± std | Δ vs random | p (t) | p (Wilcoxon) | verdict |",

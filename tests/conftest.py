@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,15 @@ def make_bad_inputs(folder: Path) -> dict[str, Path]:
     files["corrupt"].write_bytes(rng.integers(0, 255, 20000, dtype=np.uint8).tobytes())
     files["text"].write_text("this is not a video\n")
     return files
+
+
+def resume_points(log_text: str) -> tuple[list[str], list[int]]:
+    """What ``models.train.fit`` logged about where it picked up: the checkpoints it resumed from
+    (``resuming from PATH``) and the global step each training started at. An exact-resume test
+    asserts these too: equal final weights alone would also pass after a silent restart at 0."""
+    loaded = re.findall(r"resuming from (.+)$", log_text, flags=re.M)
+    started = [int(m) for m in re.findall(r"training starts at global step (\d+)", log_text)]
+    return loaded, started
 
 
 def run_snakemake(

@@ -15,6 +15,7 @@ the kill during the final-checkpoint rewrite.
 import csv
 import hashlib
 import json
+import logging
 import os
 import random
 import resource
@@ -28,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_snakemake
+from tests.conftest import REPO, resume_points, run_snakemake
 from tests.test_workflow_pipeline import TINY
 
 ONE = {**TINY, "video_sets": {"tiny": {"source": "synthetic", "videos": 1, "seed": 3}}}
@@ -295,10 +296,11 @@ def _wait_for_checkpoint(last: Path, step: int, proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_mid_pretraining_then_rerun_gives_the_same_weights_and_metrics(tmp_path):
-    """kill -9 of training a seeded random time after a seeded checkpoint step, rerun: the final
-    checkpoint's weights and the exported trunk are equal to an uninterrupted run's, and so is
-    every logged metric row (step, epoch, losses, learning rate, validation metrics)."""
+def test_kill_9_mid_pretraining_then_rerun_gives_the_same_weights_and_metrics(tmp_path, caplog):
+    """kill -9 of training a seeded random time after a seeded checkpoint step, rerun: the rerun
+    loads the killed run's last.ckpt and starts at its step; the final checkpoint's weights and
+    the exported trunk are equal to an uninterrupted run's, and so is every logged metric row
+    (step, epoch, losses, learning rate, validation metrics)."""
     import torch
 
     from models.train import fit, load_run_config
@@ -326,7 +328,10 @@ def test_kill_9_mid_pretraining_then_rerun_gives_the_same_weights_and_metrics(tm
     killed_at = int(torch.load(last, weights_only=True)["global_step"])
     assert step <= killed_at < PRETRAIN_STEPS, "killed too late: training had finished"
 
-    fit(load_run_config(None, _pretrain_overrides(out)))  # the rerun resumes from last.ckpt
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        fit(load_run_config(None, _pretrain_overrides(out)))  # the rerun resumes from last.ckpt
+    assert resume_points(caplog.text) == ([str(last)], [killed_at])
     got = torch.load(last, weights_only=True)
     expected = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
     assert got["global_step"] == expected["global_step"] == PRETRAIN_STEPS

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from models.downstream_metrics import paired_test, verdict
+from models.downstream_metrics import paired_test, verdict, wilcoxon_smallest_p
 
 
 def test_paired_t_and_wilcoxon_on_fixed_numbers() -> None:
@@ -38,3 +38,18 @@ def test_noisy_or_degenerate_differences_give_no_difference() -> None:
     assert math.isnan(single["p_t"]) and verdict(single) == "no difference"
     with pytest.raises(ValueError, match="differ in length"):
         paired_test([0.1, 0.2], [0.1])
+
+
+def test_wilcoxon_smallest_p_is_what_paired_test_gives_when_every_difference_has_one_sign() -> None:
+    # hand-computed: of the 2^n sign patterns, "all positive" and "all negative" are the extremes
+    assert wilcoxon_smallest_p(1) == 1.0
+    assert wilcoxon_smallest_p(2) == 0.5
+    assert wilcoxon_smallest_p(5) == 0.0625
+    assert wilcoxon_smallest_p(7) == 2 / 128
+    for n in (2, 3, 5, 8):  # distinct differences (no ties), all of one sign
+        ups = [0.1 * (k + 1) for k in range(n)]
+        assert paired_test(ups, [0.0] * n)["p_wilcoxon"] == pytest.approx(wilcoxon_smallest_p(n))
+        downs = [-u for u in ups]
+        assert paired_test(downs, [0.0] * n)["p_wilcoxon"] == pytest.approx(wilcoxon_smallest_p(n))
+    with pytest.raises(ValueError, match="at least 1"):
+        wilcoxon_smallest_p(0)

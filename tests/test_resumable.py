@@ -5,6 +5,7 @@ pixels, AlexNet dropout) ends with the weights of an uninterrupted one."""
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from models.data import SeededWeightedSampler
 from models.resumable import PermutationSampler, start_at_batch
 from models.train import fit, load_run_config
+from tests.conftest import resume_points
 
 
 def _epochs(sampler, count: int) -> list[list]:
@@ -93,11 +95,12 @@ CPFS_TINY = [
 
 @pytest.mark.slow
 def test_resumed_run_with_random_training_steps_ends_with_the_same_weights(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Resume a CPFS run (3 batches an epoch) from its step-4 checkpoint (mid-epoch) and from
-    its step-6 one (an epoch's last batch): every weight equals the uninterrupted run's
-    (StepSeed; the sampler restarts at the checkpoint step's batch)."""
+    its step-6 one (an epoch's last batch): the rerun loads that checkpoint and starts at its
+    step, and every weight equals the uninterrupted run's (StepSeed; the sampler restarts at the
+    checkpoint step's batch)."""
     every_two = ["trainer.keep_checkpoints=-1", "trainer.checkpoint_every_n_steps=2"]
     whole = fit(load_run_config(None, [*CPFS_TINY, *every_two, f"output_dir={tmp_path / 'w'}"]))
     expected = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
@@ -106,7 +109,11 @@ def test_resumed_run_with_random_training_steps_ends_with_the_same_weights(
         (resumed / "checkpoints").mkdir(parents=True)
         saved = whole / "checkpoints" / f"step={step}.ckpt"
         shutil.copy(saved, resumed / "checkpoints" / "last.ckpt")
-        fit(load_run_config(None, [*CPFS_TINY, f"output_dir={resumed}"]))
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            fit(load_run_config(None, [*CPFS_TINY, f"output_dir={resumed}"]))
+        loaded = str(resumed / "checkpoints" / "last.ckpt")
+        assert resume_points(caplog.text) == ([loaded], [step])
         got = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
         assert got["global_step"] == expected["global_step"] == 7
         assert got["state_dict"].keys() == expected["state_dict"].keys()

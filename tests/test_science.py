@@ -58,7 +58,17 @@ def test_rendered_verdict_names_the_test_the_data_and_the_epe_comparison() -> No
     text = render_verdict(rows, data, epe, alpha=0.05)
     assert "- **cmp-x**: hurts (per task: hurts)." in text
     assert "| seg | cmp-x | miou | 0.450 ± 0.010 (n=5) | -0.050 | 0.0010 | 0.0625 | hurts |" in text
+    assert "with 5 seeds its smallest attainable p is 0.0625, so alone it cannot reject" in text
     assert "2300 distinct training samples from 216 videos" in text
+    # the Wilcoxon floor follows the seed count: 2 seeds (the schema's minimum) reach 0.5 at
+    # best; 6 seeds reach 0.03125 < α, so the "cannot reject" remark goes
+    two = [{**r, "n_seeds": "2"} for r in rows]
+    assert (
+        "with 2 seeds its smallest attainable p is 0.5, so alone it cannot reject at α = 0.05"
+        in (render_verdict(two, data, epe, alpha=0.05))
+    )
+    six = render_verdict([{**r, "n_seeds": "6"} for r in rows], data, epe, alpha=0.05)
+    assert "with 6 seeds its smallest attainable p is 0.03125)." in six
     assert "does NOT beat the nearest-guidance fill" in text
 
 
