@@ -6,6 +6,7 @@ import sys
 
 from snakemake.utils import validate
 
+from pipeline.flow.raft import config_error as raft_config_error
 from pipeline.ids import SET_NAME_PATTERN, VIDEO_ID_PATTERN
 from pipeline.stages.chunk import assign_chunks, split_by_size
 from pipeline.videosets import list_videos
@@ -24,6 +25,10 @@ os.environ["PATH"] = (
 )
 
 RESULTS = "results"
+
+_raft_error = raft_config_error(config["flow"])  # issue 27: one line, before any job runs
+if _raft_error:
+    raise ValueError(_raft_error)
 
 if config["shots"]["method"] == "transnetv2":
     import importlib.util
