@@ -26,7 +26,8 @@ os.environ["PATH"] = (
 
 RESULTS = "results"
 
-_raft_error = raft_config_error(config["flow"])  # issue 27: one line, before any job runs
+# issue 27: RAFT without weights stops here with one line, before any job runs
+_raft_error = raft_config_error(config["flow"])
 if _raft_error:
     raise ValueError(_raft_error)
 
