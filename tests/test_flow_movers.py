@@ -141,7 +141,15 @@ def test_composition_lists_the_links_and_keeps_valid_direct_flow():
     checks = {"photo_test": "relative", "photo_threshold": 0.8, "margin": 0}
     requests = flow_requests(frames, checks, chain=True)
     assert len(requests) == 2 + 2 * 3 and requests[2] == (frames[0], frames[1])
-    assert len(flow_requests(frames, None, chain=True)) == 1 + 3
+    asked: list = []
+
+    def backend(pairs):
+        asked.extend(pairs)
+        return [_constant(24, 32, 1.0, 0.0) for _ in pairs]
+
+    # with the checks off nothing says where the direct flow fails: kept, no link computed
+    ((kept, validity),) = pair_flows(backend, [frames], None, chain=True)
+    assert validity is None and len(asked) == 1 and (kept[..., 0] == 1.0).all()
     assert len(flow_requests(frames, checks, chain=False)) == 2
     zero = _constant(24, 32, 0.0, 0.0)
     direct = zero + 0.5  # valid on these flat frames: the direct flow is kept

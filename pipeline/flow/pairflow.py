@@ -4,9 +4,10 @@ Issue 27 measured that every OpenCV backend gets a fast mover right between cons
 but gives it the background's motion once the gap reaches 4 or more, while the validity checks
 (pipeline.flow.validity) then mark the mover invalid: the pairs keep the background and lose what
 moves. With ``chain`` on and a gap above 1 this module also computes the gap-1 flows along the
-pair (each checked forward-backward and photometrically), composes them with `chain_flows`
-(validity carried through the chain; the composed flow is checked photometrically against frame
-t+g), and chooses per pixel:
+pair (each checked forward-backward), composes them with `chain_flows` (validity carried
+through the chain; the composition is checked forward-backward against the composed backward
+links and photometrically against frame t+g, and its failures grown at motion boundaries), and
+chooses per pixel:
 
 - the direct flow wherever it is valid (the background: one estimate, no accumulated error);
 - the composed flow where the direct flow is invalid and the composed one valid, with its
@@ -124,10 +125,8 @@ def combine(
 ) -> tuple[np.ndarray, Validity | None]:
     """The pair's stored flow and validity from the flows `flow_requests` listed (``direct``:
     the direct flow's validity when already computed)."""
-    if checks is None:
-        if not _chained(frames, chain):
-            return flows[0], None
-        return chain_flows(list(flows[1:]))[0], None
+    if checks is None:  # nothing tells where the direct flow fails: keep it
+        return flows[0], None
     if direct is None:
         direct = flow_validity(frames[0], frames[-1], flows[0], flows[1], **checks)
     if not _chained(frames, chain):
@@ -155,14 +154,17 @@ def pair_flows(
 ) -> list[tuple[np.ndarray, Validity | None]]:
     """(flow, validity) of each pair (its frames t..t+g, or just t and t+g): the direct flows of
     all pairs in one backend call, then the gap-1 links of the pairs that need them
-    (`needs_links`) in a second."""
+    (`needs_links`) in a second. With the checks off (``checks`` None) nothing is composed."""
     direct_flows = _batched(compute, [direct_requests(f, checks) for f in items])
     directs: list[Validity | None] = []
     for frames, flows in zip(items, direct_flows, strict=True):
         ok = checks is not None and _finite(flows)
         directs.append(flow_validity(frames[0], frames[-1], *flows, **checks) if ok else None)
     linked = [
-        _chained(frames, chain) and _finite(flows) and needs_links(validity, flows[0], min_invalid)
+        checks is not None
+        and _chained(frames, chain)
+        and _finite(flows)
+        and needs_links(validity, flows[0], min_invalid)
         for frames, flows, validity in zip(items, direct_flows, directs, strict=True)
     ]
     link_flows = iter(

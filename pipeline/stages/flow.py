@@ -213,7 +213,7 @@ def compute_video_flow(
 
     checks = flow_cfg.get("validity", {})
     chain = flow_cfg.get("chain", {})
-    between = bool(chain.get("enabled", False))
+    between = bool(chain.get("enabled", False)) and check_params(checks) is not None
 
     def flush(batch: list[tuple[Pair, list[np.ndarray]]]) -> None:
         good = []
