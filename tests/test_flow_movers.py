@@ -99,6 +99,11 @@ def test_margin_grows_failures_only_at_motion_boundaries():
     assert not valid[8:11, 9].any() and not valid[8:11, 10].any()  # grown across the boundary
     everywhere = flow_validity(img, img, forward, backward, margin=1).valid
     assert not everywhere[3:6, 3:6].any()  # issue 12's margin: grown everywhere
+    # failures smaller than margin_min_area stay invalid but are not grown
+    speckle = flow_validity(img, img, forward, backward, margin=1, margin_min_area=2).valid
+    assert not speckle[4, 4] and speckle[3:6, 3:6].sum() == 8
+    with pytest.raises(ValueError, match="margin_min_area"):
+        flow_validity(img, img, forward, backward, margin_min_area=0)
 
 
 def test_dis_finest_scale_follows_the_frame_size():
