@@ -19,7 +19,10 @@ Figures per cell and pooled over gaps: ``right_kept`` (share of right pixels mar
 over pixels visible in frame g only), ``wrong_caught`` (share of wrong pixels marked invalid),
 ``precision`` (share of valid pixels that are right), ``mover_valid`` (share of mover pixels
 valid), ``mover_valid_median_px`` (median EPE among them), ``background_epe`` (mean EPE of the
-stored flow over all background pixels), ``invalid`` (share of all pixels invalid).
+stored flow over all background pixels), ``invalid`` (share of all pixels invalid),
+``pairs_with_right_point_on_mover`` (share of pairs where CMP's guidance sampler, K/G 31/75 at
+144 px as the demo config, 81/200 at 416 px as the paper, puts at least one point on the mover
+with right flow) and ``guidance_points_on_mover`` (share of all points on movers).
 
 Variants: ``before`` = today's stage (dis_fast preset, absolute photometric test 8 grey levels,
 window 3, margin 1, no composition); ``after`` = the schema's current defaults; others by name.
@@ -50,6 +53,7 @@ from machine_info import describe as machine_info  # noqa: E402
 from pipeline.flow import make_flow_fn  # noqa: E402
 from pipeline.flow.pairflow import pair_flows  # noqa: E402
 from pipeline.flow.validity import check_params  # noqa: E402
+from pipeline.guidance import sample_guidance  # noqa: E402
 from pipeline.synthetic_movers import render_mover_clip  # noqa: E402
 
 RIGHT_PX, WRONG_PX = 1.0, 3.0
@@ -130,9 +134,22 @@ def clips(bench: str, split: str, side: int, n: int):
             yield ((seed, g), g, list(clip.frames), clip.flow, clip.mover, clip.occluded)
 
 
+GUIDANCE = {
+    144: {"kernel_size": 31, "grid_stride": 75},
+    416: {"kernel_size": 81, "grid_stride": 200},
+}
+
+
 def pixel_record(flow, valid, truth, mover, occluded) -> dict:
     epe = np.hypot(*(flow - truth).transpose(2, 0, 1))
     valid = np.ones(epe.shape, bool) if valid is None else valid
+    side = min(epe.shape)
+    guidance = GUIDANCE.get(side, {"kernel_size": 81, "grid_stride": 200})
+    points = sample_guidance(flow, rng=0, valid=valid, **guidance).points
+    on_mover = mover[points[:, 0], points[:, 1]] if len(points) else np.zeros(0, bool)
+    right_on_mover = (
+        int((on_mover & (epe[points[:, 0], points[:, 1]] <= RIGHT_PX)).sum()) if len(points) else 0
+    )
     right, wrong, visible = epe <= RIGHT_PX, epe > WRONG_PX, ~occluded
     return {
         "n": epe.size,
@@ -148,6 +165,10 @@ def pixel_record(flow, valid, truth, mover, occluded) -> dict:
         "mover_valid_epe": epe[mover & valid].astype(np.float32),
         "bg_epe_sum": float(epe[~mover].sum()),
         "bg": int((~mover).sum()),
+        "points": len(points),
+        "points_on_mover": int(on_mover.sum()),
+        "right_points_on_mover": right_on_mover,
+        "pairs_with_mover_point": int(right_on_mover > 0),
     }
 
 
@@ -167,6 +188,8 @@ def summary(records: list[dict]) -> dict:
         "mover_valid_median_px": round(float(np.median(epes)), 4) if epes.size else None,
         "background_epe": round(total["bg_epe_sum"] / max(1, total["bg"]), 4),
         "invalid": round(1 - total["valid"] / total["n"], 5),
+        "guidance_points_on_mover": ratio("points_on_mover", "points"),
+        "pairs_with_right_point_on_mover": round(total["pairs_with_mover_point"] / len(records), 4),
         "wrong_share": round(total["wrong"] / total["n"], 5),
         "pairs": len(records),
     }
@@ -256,7 +279,8 @@ def main() -> None:
                 print(f"{bench:<7}{side:>4} {name:<26} right kept {a['right_kept']:.3f} "
                       f"(vis {a['right_kept_visible']:.3f}) wrong caught {a['wrong_caught']} "
                       f"mover valid {a['mover_valid']} med {a['mover_valid_median_px']} "
-                      f"bg epe {a['background_epe']} invalid {a['invalid']} {a['seconds']}s",
+                      f"bg epe {a['background_epe']} invalid {a['invalid']} mover-point pairs "
+                      f"{a['pairs_with_right_point_on_mover']} {a['seconds']}s",
                       flush=True)  # fmt: skip
     report = {
         "what": "validity mask vs truth: right (EPE <= 1 px) kept, wrong (> 3 px) caught, movers",
