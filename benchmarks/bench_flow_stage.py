@@ -41,6 +41,9 @@ from pathlib import Path
 import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine_info import describe  # noqa: E402
 
 from pipeline import atomic  # noqa: E402
 from pipeline.flow import flow_statistics, make_flow_fn  # noqa: E402
@@ -93,6 +96,16 @@ def default_flow_config(short_side: int | None) -> dict:
     return {**config["flow"], "short_side": short_side, "long_side": None, "upscale": True}
 
 
+def issue12_flow_config(short_side: int | None) -> dict:
+    """The flow stage as it was before issue 27: DIS preset scales, the absolute photometric test
+    (8 grey levels, window 3), a margin of 1 around every failure, no composed flow."""
+    cfg = default_flow_config(short_side)
+    validity = {"enabled": True, "fb_alpha": 0.01, "fb_beta": 0.5, "photo_test": "absolute",
+                "photo_threshold": 8.0, "photo_window": 3, "margin": 1, "margin_min_area": 1,
+                "margin_flow_step": 0.0, "min_valid_fraction": 0.5}  # fmt: skip
+    return {**cfg, "backends": {}, "validity": validity, "chain": {"enabled": False}}
+
+
 def compare_configs(
     label, record, shots, sampling_cfg, configs: dict, runs: int, work: Path
 ) -> dict:
@@ -111,7 +124,7 @@ def compare_configs(
             kept[name] = len(rows)
             if run:
                 seconds[name].append(elapsed)
-    a, b = configs
+    a, b = list(configs)[:2]  # the ratio: the second config over the first
     ratios = [y / x for x, y in zip(seconds[a], seconds[b], strict=True)]
     return {
         "configs": configs,
@@ -241,6 +254,11 @@ def main() -> None:
         help="time today's defaults (validity off, DIS preset) against the schema's, alternating",
     )
     parser.add_argument(
+        "--issue27",
+        action="store_true",
+        help="with --ab: before = the issue-12 stage (absolute test, DIS preset, no composition)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "out" / "flow_stage.json"
     )
     args = parser.parse_args()
@@ -298,8 +316,9 @@ def run_ab(args, record, shots, sampling_cfg, started: float) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_flow_stage-ab-") as tmp:
         for size in args.sizes:
             label = f"short{size}" if size else "native"
+            before = issue12_flow_config if args.issue27 else flow_config
             configs = {
-                "before": flow_config(size or None),
+                "before": before(size or None),
                 "after": default_flow_config(size or None),
             }
             results[label] = compare_configs(
@@ -320,7 +339,12 @@ def run_ab(args, record, shots, sampling_cfg, started: float) -> None:
         "sizes": results,
         "wall_s": time.perf_counter() - started,
     }
-    out = args.out.with_name("flow_stage_ab.json")
+    out = args.out.with_name("flow_stage_ab27.json" if args.issue27 else "flow_stage_ab.json")
+    report["machine"] = describe()
+    if args.issue27:
+        report["what"] = (
+            "flow stage before issue 27 (issue-12 checks) vs after (schema), alternating"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")

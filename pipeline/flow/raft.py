@@ -49,6 +49,27 @@ def _weights_help(variant: str) -> str:
     )
 
 
+def config_error(flow_cfg: dict) -> str | None:
+    """One line saying why the config's flow section cannot run RAFT (None: it can, or no RAFT).
+
+    Checked when the workflow starts, so a missing weights file stops the run once, before any
+    video is read, instead of failing every flow job. A relative path is taken from the working
+    directory (Snakemake's ``-d``); "random" (untrained, tests only) passes.
+    """
+    method = flow_cfg.get("method", "")
+    if method not in RAFT_VARIANTS:
+        return None
+    weights = flow_cfg.get("backends", {}).get(method, {}).get("weights")
+    if weights is None:
+        return (
+            f"flow.method is {method} but flow.backends.{method}.weights is not set: "
+            f"{_weights_help(method)}"
+        )
+    if str(weights) != RANDOM_WEIGHTS and not Path(weights).is_file():
+        return f"flow.backends.{method}.weights: file not found: {weights}; {_weights_help(method)}"
+    return None
+
+
 def load_raft(variant: str, weights: str | os.PathLike | None, device: str | None = None):
     """Build torchvision RAFT `variant` on `device`, load weights from a local .pth, eval mode.
 

@@ -15,6 +15,12 @@ passes the forward-backward consistency test of Sundaram et al. (ECCV 2010) and 
 error (frame t+gap warped back by the flow) is below ``validity.photo_threshold``. The valid map is
 the PNG's third channel; pairs.tsv records each pair's ``invalid_frac`` and mean ``photo_error``;
 the magnitude statistics are taken over valid pixels.
+
+Issue 27: the photometric test is relative to the image gradient (``validity.photo_test``), the
+margin grows failures only at motion boundaries, DIS's finest scale follows the frame size, and
+with ``chain.enabled`` a pair of gap > 1 whose direct flow leaves enough pixels invalid also gets
+its gap-1 flows (every frame between t and t+gap is decoded and resized), composed and checked
+(pipeline.flow.pairflow): fast movers get the flow the direct pair loses.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from tqdm import tqdm
 
 from pipeline import atomic
 from pipeline.flow import flow_statistics, make_batch_flow_fn
-from pipeline.flow.validity import Validity, check_params, flow_validity
+from pipeline.flow.pairflow import pair_flows
+from pipeline.flow.validity import Validity, check_params
 from pipeline.flowio import encode_flow_png
 from pipeline.ids import frame_key, sample_id
 from pipeline.resizing import resize_frame
@@ -84,16 +91,23 @@ def pairs_for_video(shots_result: dict, sampling_cfg: dict) -> list[Pair]:
 
 
 def _pairs_with_frames(
-    video_path: str, pairs: list[Pair], resize: dict, progress: tqdm
-) -> Iterator[tuple[Pair, np.ndarray, np.ndarray]]:
-    """Yield each pair with its two resized frames, decoding the video once in order."""
+    video_path: str, pairs: list[Pair], resize: dict, progress: tqdm, between: bool = False
+) -> Iterator[tuple[Pair, list[np.ndarray]]]:
+    """Yield each pair with its resized frames (t and t+gap; with ``between`` every frame from t
+    to t+gap, for composed flow), decoding the video once in order."""
     by_end: dict[int, list[Pair]] = {}
     for pair in pairs:
         by_end.setdefault(pair.t + pair.gap, []).append(pair)
-    wanted = {p.t for p in pairs} | set(by_end)
-    last_use = {}
+
+    def needs(pair: Pair) -> list[int]:
+        return (
+            list(range(pair.t, pair.t + pair.gap + 1)) if between else [pair.t, pair.t + pair.gap]
+        )
+
+    wanted = {f for p in pairs for f in needs(p)}
+    last_use: dict[int, int] = {}
     for pair in pairs:
-        for f in (pair.t, pair.t + pair.gap):
+        for f in needs(pair):
             last_use[f] = max(last_use.get(f, -1), pair.t + pair.gap)
     held: dict[int, np.ndarray] = {}
     last_decoded = -1
@@ -103,7 +117,7 @@ def _pairs_with_frames(
         if index in wanted:
             held[index] = resize_frame(frame, **resize)
         for pair in by_end.get(index, []):
-            yield pair, held[pair.t], held[index]
+            yield pair, [held[f] for f in needs(pair)]
         for f in [f for f in held if last_use[f] <= index]:
             del held[f]
     if last_decoded < max(by_end):  # the container held fewer frames than the shots claim
@@ -111,28 +125,6 @@ def _pairs_with_frames(
         raise VideoError(
             f"video ended at frame {last_decoded}: {lost} pair(s) up to frame {max(by_end)} lost"
         )
-
-
-def _checked_flows(
-    compute, good: list[tuple[Pair, np.ndarray, np.ndarray]], checks: dict
-) -> tuple[list[np.ndarray], list[Validity | None]]:
-    """Forward flows of the pairs and, when the checks are on, their validity (backward flows
-    are computed in the same batch, so RAFT batches them too)."""
-    if not good:
-        return [], []
-    forward_pairs = [(a, b) for _, a, b in good]
-    params = check_params(checks)
-    if params is None:
-        return compute(forward_pairs), [None] * len(good)
-    flows = compute(forward_pairs + [(b, a) for a, b in forward_pairs])
-    forward, backward = flows[: len(good)], flows[len(good) :]
-    validities: list[Validity | None] = []
-    for (a, b), fwd, bwd in zip(forward_pairs, forward, backward, strict=True):
-        if not (np.isfinite(fwd).all() and np.isfinite(bwd).all()):
-            validities.append(None)  # dropped below for the forward flow; no check possible
-            continue
-        validities.append(flow_validity(a, b, fwd, bwd, **params))
-    return forward, validities
 
 
 def _drop_reason(flow: np.ndarray, validity: Validity | None, checks: dict) -> str:
@@ -220,19 +212,25 @@ def compute_video_flow(
     sheet_every = max(1, len(pairs) // max(1, int(flow_cfg["contact_sheet_pairs"])))
 
     checks = flow_cfg.get("validity", {})
+    chain = flow_cfg.get("chain", {})
+    between = bool(chain.get("enabled", False)) and check_params(checks) is not None
 
-    def flush(batch: list[tuple[Pair, np.ndarray, np.ndarray]]) -> None:
+    def flush(batch: list[tuple[Pair, list[np.ndarray]]]) -> None:
         good = []
-        for pair, img0, img1 in batch:
+        for pair, frames in batch:
             sid = sample_id(video_set, vid, pair.shot, pair.t)
-            if img0.shape != img1.shape:
-                reason = f"frame sizes differ: {img0.shape[:2]} vs {img1.shape[:2]}"
+            sizes = {f.shape for f in frames}
+            if len(sizes) > 1:
+                reason = f"frame sizes differ: {' vs '.join(str(s[:2]) for s in sorted(sizes))}"
                 dropped.append([sid, pair.shot, pair.t, pair.gap, reason])
             else:
-                good.append((pair, img0, img1))
-        for (pair, img0, _), flow, validity in zip(
-            good, *_checked_flows(compute, good, checks), strict=True
-        ):
+                good.append((pair, frames))
+        results = pair_flows(
+            compute, [f for _, f in good], check_params(checks), between,
+            float(chain.get("photo_factor", 1.0)), float(chain.get("min_invalid", 0.0)),
+        )  # fmt: skip
+        for (pair, frames), (flow, validity) in zip(good, results, strict=True):
+            img0 = frames[0]
             sid = sample_id(video_set, vid, pair.shot, pair.t)
             reason = _drop_reason(flow, validity, checks)
             if reason:
@@ -247,9 +245,9 @@ def compute_video_flow(
     with tqdm(
         total=span, desc=f"flow {vid}", unit="frame", mininterval=2.0, disable=not progress
     ) as bar:
-        batch: list[tuple[Pair, np.ndarray, np.ndarray]] = []
+        batch: list[tuple[Pair, list[np.ndarray]]] = []
         try:
-            for item in _pairs_with_frames(record["path"], pairs, resize, bar):
+            for item in _pairs_with_frames(record["path"], pairs, resize, bar, between):
                 batch.append(item)
                 if len(batch) >= batch_size:
                     flush(batch)

@@ -7,6 +7,7 @@ import sys
 from snakemake.utils import validate
 
 from pipeline.fields import OPTIONAL_STAGES, method_fields, shards_suffix, stages_for
+from pipeline.flow.raft import config_error as raft_config_error
 from pipeline.ids import SET_NAME_PATTERN, VIDEO_ID_PATTERN
 from pipeline.stages.chunk import assign_chunks, split_by_size
 from pipeline.videosets import list_videos
@@ -25,6 +26,11 @@ os.environ["PATH"] = (
 )
 
 RESULTS = "results"
+
+# issue 27: RAFT without weights stops here with one line, before any job runs
+_raft_error = raft_config_error(config["flow"])
+if _raft_error:
+    raise ValueError(_raft_error)
 
 if config["shots"]["method"] == "transnetv2":
     import importlib.util
