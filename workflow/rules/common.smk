@@ -395,3 +395,53 @@ def figures_report(folder, caption, category):
         subcategory="{set}",
         labels={"set": "{set}", "video": "{video}"},
     )
+
+
+# Input functions of shards.smk (SHARDS_DIR, STAGE_DIRS) and usage.smk (USAGE_STAGES, USED_STAGES):
+# the constants stay beside their rules; snakemake --lint wants the functions here.
+
+
+def shard_parts_stages(parts):
+    return [s for s in OPTIONAL_STAGES if f"-{s}" in parts]
+
+
+def shard_chunk_inputs(wildcards):
+    inputs = {"flow": f"{FLOW_DIR}/chunks/{wildcards.chunk}.chunk.tsv"}
+    for stage in shard_parts_stages(wildcards.parts):
+        inputs[stage] = (
+            f"{STAGE_DIRS[stage]}/chunks/{wildcards.chunk}.chunk.tsv".format(
+                set=wildcards.set
+            )
+        )
+    return inputs
+
+
+def shard_roots(wildcards):
+    """--masks-root / --guidance-root of the stages the folder holds."""
+    return [
+        f"--{stage}-root={STAGE_DIRS[stage].format(set=wildcards.set)}"
+        for stage in shard_parts_stages(wildcards.parts)
+    ]
+
+
+def shard_chunk_dirs(wildcards):
+    folder = SHARDS_DIR.format(set=wildcards.set, parts=wildcards.parts)
+    return [f"{folder}/{c}" for c in CHUNKS[wildcards.set]]
+
+
+def usage_inputs(wildcards):
+    return {
+        stage: [
+            f"{USAGE_STAGES[stage].format(set=wildcards.set)}/{c}.chunk.tsv"
+            for c in CHUNKS[wildcards.set]
+        ]
+        for stage in USED_STAGES
+    }
+
+
+def usage_args(wildcards, input):
+    """--stage NAME MANIFEST... per stage that runs."""
+    args = []
+    for stage in USED_STAGES:
+        args += ["--stage", stage, *input[stage]]
+    return args

@@ -13,34 +13,6 @@ wildcard_constraints:
     parts=r"(-masks)?(-guidance)?",
 
 
-def shard_parts_stages(parts):
-    return [s for s in OPTIONAL_STAGES if f"-{s}" in parts]
-
-
-def shard_chunk_inputs(wildcards):
-    inputs = {"flow": f"{FLOW_DIR}/chunks/{wildcards.chunk}.chunk.tsv"}
-    for stage in shard_parts_stages(wildcards.parts):
-        inputs[stage] = (
-            f"{STAGE_DIRS[stage]}/chunks/{wildcards.chunk}.chunk.tsv".format(
-                set=wildcards.set
-            )
-        )
-    return inputs
-
-
-def shard_roots(wildcards):
-    """--masks-root / --guidance-root of the stages the folder holds."""
-    return [
-        f"--{stage}-root={STAGE_DIRS[stage].format(set=wildcards.set)}"
-        for stage in shard_parts_stages(wildcards.parts)
-    ]
-
-
-def shard_chunk_dirs(wildcards):
-    folder = SHARDS_DIR.format(set=wildcards.set, parts=wildcards.parts)
-    return [f"{folder}/{c}" for c in CHUNKS[wildcards.set]]
-
-
 rule shards_chunk:
     input:
         unpack(shard_chunk_inputs),

@@ -11,24 +11,6 @@ USAGE_STAGES = {
 USED_STAGES = ["ingest", "shots", "flow", *SELECTED_STAGES]
 
 
-def usage_inputs(wildcards):
-    return {
-        stage: [
-            f"{USAGE_STAGES[stage].format(set=wildcards.set)}/{c}.chunk.tsv"
-            for c in CHUNKS[wildcards.set]
-        ]
-        for stage in USED_STAGES
-    }
-
-
-def usage_args(wildcards, input):
-    """--stage NAME MANIFEST... per stage that runs."""
-    args = []
-    for stage in USED_STAGES:
-        args += ["--stage", stage, *input[stage]]
-    return args
-
-
 rule disk_usage:
     input:
         unpack(usage_inputs),
