@@ -285,7 +285,7 @@ def unlc_shot(
     hog_block_norm: str = "l1",
     colour_bins: int = 20,
     temporal_radius: int = 15,
-    temporal_stride: int = 3,
+    temporal_stride: int = 1,
     neighbours: int = 62,
     affinity_sigma: float = 0.1,
     knn_method: str = "brute",
