@@ -239,14 +239,21 @@ def region_descriptors(
 
 
 def _knn_brute(
-    queries: np.ndarray, candidates: np.ndarray, k: int
+    queries: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+    *,
+    scaled: np.ndarray | None = None,
+    squared: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours by one float32 matrix product (a k-d tree degenerates to a slow
-    brute force in 176 dimensions): |q|² + |c|² - 2 q·c, the selection made without |q|²."""
+    brute force in 176 dimensions): |q|² + |c|² - 2 q·c, the selection made without |q|².
+    ``scaled`` (-2·candidates) and ``squared`` (|c|²) may be passed precomputed."""
     q32 = np.ascontiguousarray(queries, dtype=np.float32)
     c32 = np.ascontiguousarray(candidates, dtype=np.float32)
-    d2 = q32 @ (-2.0 * c32).T
-    d2 += (c32 * c32).sum(1)[None, :]
+    scaled = -2.0 * c32 if scaled is None else scaled
+    d2 = q32 @ scaled.T
+    d2 += ((c32 * c32).sum(1) if squared is None else squared)[None, :]
     if k < d2.shape[1]:
         idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
         part = np.take_along_axis(d2, idx, 1)
@@ -292,23 +299,29 @@ def knn_affinity_graph(
         raise ValueError(f"unknown kNN method {method!r}: expected 'brute' or 'kdtree'")
     if temporal_stride < 1:
         raise ValueError(f"temporal_stride must be >= 1, got {temporal_stride}")
-    knn = _knn_brute if method == "brute" else _knn_kdtree
     n_frames = int(frame_of_region[-1]) + 1 if n else 0
     starts = np.searchsorted(frame_of_region, np.arange(n_frames + 1))
     data = descriptors.astype(np.float32 if method == "brute" else np.float64)
     offsets = np.arange(-temporal_radius, temporal_radius + 1)
     offsets = offsets[(np.abs(offsets) <= 1) | (offsets % temporal_stride == 0)]
+    if method == "brute":  # once per shot rather than once per frame's window
+        scaled, squared = -2.0 * data, (data * data).sum(1)
     rows, cols, vals = [], [], []
     for f in range(n_frames):
         window = f + offsets[(f + offsets >= 0) & (f + offsets < n_frames)]
         if temporal_stride == 1:  # one contiguous block: no copy
             candidates = np.arange(starts[window[0]], starts[window[-1] + 1])
-            pool = data[candidates[0] : candidates[-1] + 1]
+            pick = slice(candidates[0], candidates[-1] + 1)
         else:
             candidates = np.concatenate([np.arange(starts[g], starts[g + 1]) for g in window])
-            pool = data[candidates]
+            pick = candidates
         k = min(neighbours, len(candidates))
-        dist, idx = knn(data[starts[f] : starts[f + 1]], pool, k)
+        queries = data[starts[f] : starts[f + 1]]
+        if method == "brute":
+            extra = {"scaled": scaled[pick], "squared": squared[pick]}
+            dist, idx = _knn_brute(queries, data[pick], k, **extra)
+        else:
+            dist, idx = _knn_kdtree(queries, data[pick], k)
         idx = candidates[idx]
         own = np.repeat(np.arange(starts[f], starts[f + 1]), k)
         keep = idx.ravel() != own  # the diagonal is added below, once, with weight 1
