@@ -8,6 +8,10 @@ patch at each superpixel centre gives a HOG (6 orientations, 5x5-pixel cells, on
 (2-d). Each region links to its 62 nearest neighbours (L2) among the regions of frames within ±15,
 with affinity exp(-d²/sigma), sigma 0.1, a unit diagonal and rows normalised.
 
+Speed (issue 28, docs/DEVIATIONS.md U10-U11): SLIC is OpenCV ximgproc's by default (scikit-image's
+remains), and the caller may build regions on a frame smaller than the one HOG patches come from
+(``region_descriptors(hog_rgb=...)``).
+
 The reference stores that matrix dense (regions x regions, ~15 GB for a 110-frame shot); here it is
 a scipy.sparse CSR matrix of regions x (neighbours + 1) entries.
 
