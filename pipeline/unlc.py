@@ -182,26 +182,34 @@ def _shot_regions(
     shape: tuple[int, int],
     *,
     border_fraction: float,
+    region_max_side: int | None,
     superpixel: dict,
     descriptor: dict,
     timings: dict[str, float],
 ) -> tuple[_ShotRegions, np.ndarray]:
-    """Steps 1-2's per-frame part: superpixels of every frame at the working ``shape``, their
-    descriptors (returned apart, (R, D), so the caller can drop them once the graph is built),
-    areas, spatial adjacency and initial votes. Records ``timings["regions_s"]``."""
+    """Steps 1-2's per-frame part: superpixels of every frame, their descriptors (returned apart,
+    (R, D), so the caller can drop them once the graph is built), areas, spatial adjacency and
+    initial votes. Frames are resized to the working ``shape``, where HOG patches are taken;
+    everything else works on frames shrunk further to ``region_max_side`` (None: no further).
+    Records ``timings["regions_s"]``."""
     n_frames, (h, w) = len(frames), shape
+    rh, rw = working_shape(h, w, max_side=region_max_side or max(h, w))
     resize = frames.shape[1:3] != (h, w)
+    superpixel = {**superpixel, "sigma": superpixel["sigma"] * rw / w}  # sigma in working pixels
     # Per frame: superpixels, descriptors, initial votes (mean saliency per superpixel).
     clock = time.perf_counter()
-    labels = np.empty((n_frames, h, w), dtype=np.int32)
+    labels = np.empty((n_frames, rh, rw), dtype=np.int32)
     descriptors, areas, sums, counts, adjacency_pairs = [], [], [], [], []
     offset = 0
     peak = 0.0
     for t in range(n_frames):
         rgb = cv2.resize(frames[t], (w, h), interpolation=cv2.INTER_AREA) if resize else frames[t]
-        labels[t] = superpixels(rgb, **superpixel)
-        desc, area = region_descriptors(rgb, labels[t], **descriptor)
-        big = upsample_saliency(saliency_maps[t], (h, w), border_fraction=border_fraction)
+        small = (
+            rgb if (rh, rw) == (h, w) else cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA)
+        )
+        labels[t] = superpixels(small, **superpixel)
+        desc, area = region_descriptors(small, labels[t], hog_rgb=rgb, **descriptor)
+        big = upsample_saliency(saliency_maps[t], (rh, rw), border_fraction=border_fraction)
         peak = max(peak, float(big.max()))
         sums.append(np.bincount(labels[t].ravel(), weights=big.ravel(), minlength=area.size))
         descriptors.append(desc)
@@ -268,12 +276,16 @@ def unlc_shot(
     n_segments: int = 400,
     slic_sigma: float = 5.0,
     slic_compactness: float = 10.0,
+    superpixel_method: str = "opencv",
+    region_max_side: int | None = 325,
+    slic_iterations: int = 5,
     patch_size: int = 15,
     hog_cell: int = 5,
     hog_orientations: int = 6,
     hog_block_norm: str = "l1",
     colour_bins: int = 20,
     temporal_radius: int = 15,
+    temporal_stride: int = 1,
     neighbours: int = 62,
     affinity_sigma: float = 0.1,
     knn_method: str = "brute",
@@ -325,7 +337,14 @@ def unlc_shot(
         saliency.maps,
         (h, w),
         border_fraction=border_fraction,
-        superpixel={"n_segments": n_segments, "sigma": slic_sigma, "compactness": slic_compactness},
+        superpixel={
+            "n_segments": n_segments,
+            "sigma": slic_sigma,
+            "compactness": slic_compactness,
+            "method": superpixel_method,
+            "iterations": slic_iterations,
+        },
+        region_max_side=region_max_side,
         descriptor={
             "patch": patch_size,
             "hog_cell": hog_cell,
@@ -340,6 +359,7 @@ def unlc_shot(
         descriptors,
         regions.frame_of_region,
         temporal_radius=temporal_radius,
+        temporal_stride=temporal_stride,
         neighbours=neighbours,
         sigma=affinity_sigma,
         method=knn_method,
