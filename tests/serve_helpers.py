@@ -20,6 +20,8 @@ TINY_CMP = {
     "image_channels": 8,
     "sparse_channels": 4,
     "decoder_channels": 8,
+    # the authors' init (gain 0.02) predicts exactly zero flow before training
+    "init": "xavier",
 }
 
 
