@@ -45,10 +45,11 @@ function draw() {
   ctx.drawImage(state.image, 0, 0);
   const unit = Math.max(1, canvas.width / 384);
   ctx.lineWidth = 2 * unit;
-  for (const [x, y, dx, dy] of state.arrows.concat(state.drag ? [state.drag] : [])) {
+  const arrows = mode() === "propagate" ? state.arrows.concat(state.drag ? [state.drag] : []) : [];
+  for (const [x, y, dx, dy] of arrows) {
     drawArrow(x, y, dx, dy, unit);
   }
-  for (const c of state.clicks) {
+  for (const c of mode() === "annotate" ? state.clicks : []) {
     ctx.fillStyle = c.positive ? "#2ecc40" : "#ff4136";
     ctx.beginPath();
     ctx.arc(c.x, c.y, 3 * unit, 0, 2 * Math.PI);
@@ -131,9 +132,10 @@ function run(task) {
 }
 
 function imagePoint(event) {
+  // the image pixel under the pointer: content box (inside the border), scaled, floored
   const rect = canvas.getBoundingClientRect();
-  const x = Math.round(((event.clientX - rect.left) * canvas.width) / rect.width);
-  const y = Math.round(((event.clientY - rect.top) * canvas.height) / rect.height);
+  const x = Math.floor(((event.clientX - rect.left - canvas.clientLeft) * canvas.width) / canvas.clientWidth);
+  const y = Math.floor(((event.clientY - rect.top - canvas.clientTop) * canvas.height) / canvas.clientHeight);
   return [Math.min(Math.max(x, 0), canvas.width - 1), Math.min(Math.max(y, 0), canvas.height - 1)];
 }
 
@@ -235,6 +237,7 @@ for (const radio of document.querySelectorAll("input[name=mode]")) {
     $("propagate-panels").hidden = annotating;
     for (const el of document.querySelectorAll(".annotate-only")) el.hidden = !annotating;
     for (const el of document.querySelectorAll(".propagate-only")) el.hidden = annotating;
+    draw();
   });
 }
 
