@@ -111,6 +111,11 @@ def downloaded(folder: Path, name: str) -> Path:
     return path
 
 
+def updates(count: str):
+    """Condition: the page has shown ``count`` annotation results."""
+    return lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-updates") == count
+
+
 def test_pick_drag_click_export(page):
     driver, root, downloads = page
     wait(driver, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded"))
@@ -126,9 +131,6 @@ def test_pick_drag_click_export(page):
     shot(driver, root, "propagate")
     # annotation: a positive click on the left half, then a negative one on the right half
     driver.find_element(By.CSS_SELECTOR, "input[value=annotate]").click()
-    updates = lambda n: (
-        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-updates") == n
-    )  # noqa: E731
     at(driver, 20, 50).click().perform()
     wait(driver, updates("1"))
     first = driver.find_element(By.ID, "overlay").get_attribute("src")
