@@ -41,6 +41,7 @@ class CMPRun:
     device: torch.device
     global_step: int
     config: dict[str, Any]
+    hparams: dict[str, Any]
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -111,7 +112,8 @@ def load_cmp_run(run_dir: str | Path, device: str | torch.device | None = None) 
             f"{path} is a {method!r} run; serve needs a CMP run (method: cmp), "
             "e.g. results/pretrain/cmp/demo"
         )
-    module = CMPModule(**_cmp_hparams(checkpoint, path))
+    hparams = _cmp_hparams(checkpoint, path)
+    module = CMPModule(**hparams)
     state = checkpoint.get("state_dict")
     if not isinstance(state, dict):
         raise RunError(f"{path} holds no state_dict")
@@ -123,4 +125,4 @@ def load_cmp_run(run_dir: str | Path, device: str | torch.device | None = None) 
     target = pick_device(device)
     model = module.model.to(target).eval()
     step = int(checkpoint.get("global_step", 0))
-    return CMPRun(model, run_dir, path, target, step, config)
+    return CMPRun(model, run_dir, path, target, step, config, hparams)
