@@ -155,6 +155,7 @@ def test_gallery_names_outside_the_run_are_refused(served, tmp_path):
         ("/api/propagate", {"id": "nope", "arrows": []}, "unknown image id"),
         ("/api/propagate", b"{not json", "not JSON"),
         ("/api/annotate", {"id": "nope"}, "unknown image id"),
+        ("/api/gallery", {"name": ["not", "a", "name"]}, "is not a gallery file name"),
         ("/api/gif", {"ids": []}, "ids must be a list"),
         ("/api/nothing", {}, "no endpoint"),
     ],

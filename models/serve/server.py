@@ -211,7 +211,7 @@ class Handler(BaseHTTPRequestHandler):
     def _answer(self, work: Any) -> None:
         try:
             work()
-        except (RequestError, ImageError, ValueError) as error:
+        except (RequestError, ImageError, ValueError, TypeError) as error:
             status = getattr(error, "status", HTTPStatus.BAD_REQUEST)
             self._json(status, {"error": str(error).splitlines()[0] if str(error) else "bad input"})
         except Exception as error:  # noqa: BLE001 - the server must keep answering
