@@ -234,7 +234,7 @@ for (const radio of document.querySelectorAll("input[name=mode]")) {
   radio.addEventListener("change", () => {
     const annotating = mode() === "annotate";
     $("annotate-panels").hidden = !annotating;
-    $("propagate-panels").hidden = annotating;
+    for (const el of document.querySelectorAll(".propagate-panel")) el.hidden = annotating;
     for (const el of document.querySelectorAll(".annotate-only")) el.hidden = !annotating;
     for (const el of document.querySelectorAll(".propagate-only")) el.hidden = annotating;
     draw();
