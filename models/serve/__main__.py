@@ -1,0 +1,7 @@
+"""``python -m models.serve serve --run ...``: the ``motion-ssl`` console script's code."""
+
+import sys
+
+from models.serve.cli import main
+
+sys.exit(main())
