@@ -194,3 +194,16 @@ def test_snakemake_repacks_only_the_chunk_of_an_added_video(tmp_path):
     plan = run_snakemake(work, resplit, "shards", "-n")
     jobs = [line.split()[1] for line in plan.stdout.splitlines() if line.startswith("rule ")]
     assert sorted(jobs) == ["shards:", "shards_index:"], plan.stdout[-2000:]
+
+
+def test_serve_gallery_takes_the_validation_videos_of_a_chunked_set(tmp_path):
+    from models.serve.gallery import export_gallery
+
+    videos = [make_video(tmp_path, f"vid{v}-abcdef{v:02d}", seed=v) for v in range(4)]
+    root = tmp_path / "shards"
+    _, index = pack(videos, root, chunk_size=2)
+    val = {v for v, row in index["videos"].items() if row["split"] == "val"}
+    assert val and len(val) < len(index["videos"])
+    run = tmp_path / "run"
+    names = export_gallery(run, {"data": {"kwargs": {"index_paths": [str(root / "index.json")]}}})
+    assert names and all(any(v in n for v in val) for n in names), (names, val)

@@ -19,7 +19,7 @@ import numpy as np
 
 from models.serve.images import encode_png
 from pipeline.atomic import write_bytes
-from pipeline.shards.reader import ShardReader, read_index
+from pipeline.shards.reader import ShardReader, read_index, split_samples
 
 __all__ = ["GALLERY_DIR", "GalleryError", "export_gallery", "gallery_names", "gallery_path"]
 
@@ -58,10 +58,9 @@ def _val_samples(index_path: Path) -> list[tuple[Path, int]]:
     root = index_path if index_path.is_dir() else index_path.parent
     index = read_index(index_path)
     return [
-        (root / entry["file"], i)
+        (root / entry["file"], int(i))
         for entry in index["shards"]
-        if entry["split"] == "val"
-        for i in range(int(entry["n_samples"]))
+        for i in split_samples(index, entry, "val")
     ]
 
 
