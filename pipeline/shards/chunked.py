@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.shards.codec import INDEX_NAME, LAYOUTS, SCHEMA_VERSION, SHARD_PATTERN
+from pipeline.shards.codec import INDEX_NAME, SCHEMA_VERSION, SHARD_PATTERN
 from pipeline.shards.loose import VideoInput, iter_loose_samples
 from pipeline.shards.writer import (
     _shard_attrs,
     _ShardWriter,
     _write_json_atomic,
-    array_filter,
+    check_pack_options,
     n_val_videos,
 )
 
@@ -55,16 +55,6 @@ def split_videos_stable(
     return {vid: ("val" if vid in val else "train") for vid in ids}
 
 
-def _check_options(target_mb: float, layout: str, array_compression: str, tile_size: int) -> None:
-    if target_mb <= 0:
-        raise ValueError(f"target_mb must be > 0, got {target_mb}")
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    array_filter(array_compression, 2)  # validates the name
-    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 8:
-        raise ValueError(f"tile_size must be an integer >= 8, got {tile_size!r}")
-
-
 def write_chunk_shards(
     videos: Sequence[VideoInput | tuple],
     out_dir: str | os.PathLike,
@@ -82,7 +72,7 @@ def write_chunk_shards(
     (``pipeline.fields``), recorded for the index. An empty chunk (every video rejected upstream)
     writes a ``chunk.json`` without shards. Returns the chunk index (written last, atomically).
     """
-    _check_options(target_mb, layout, array_compression, tile_size)
+    check_pack_options(target_mb, layout, array_compression, tile_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / CHUNK_INDEX).unlink(missing_ok=True)

@@ -253,6 +253,19 @@ def _shard_attrs(
     }
 
 
+def check_pack_options(
+    target_mb: float, layout: str, array_compression: str, tile_size: int
+) -> None:
+    """Refuse packing options no writer accepts, with the option's name and value."""
+    if target_mb <= 0:
+        raise ValueError(f"target_mb must be > 0, got {target_mb}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    array_filter(array_compression, 2)  # validates the name
+    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 8:
+        raise ValueError(f"tile_size must be an integer >= 8, got {tile_size!r}")
+
+
 def write_shards(
     videos: Sequence[VideoInput | tuple],
     out_dir: str | os.PathLike,
@@ -273,13 +286,7 @@ def write_shards(
     Arrays are stored in ``tile_size`` square chunks with ``array_compression``.
     Returns the index (also written to ``out_dir/index.json``, last, atomically).
     """
-    if target_mb <= 0:
-        raise ValueError(f"target_mb must be > 0, got {target_mb}")
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    array_filter(array_compression, 2)  # validates the name
-    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 8:
-        raise ValueError(f"tile_size must be an integer >= 8, got {tile_size!r}")
+    check_pack_options(target_mb, layout, array_compression, tile_size)
     videos = [VideoInput(*v) for v in videos]
     if not videos:
         raise ValueError("no videos to pack")
