@@ -70,13 +70,25 @@ def sample_counts(index_paths: list[str | Path]) -> list[dict[str, Any]]:
     return counts
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("video_ids", nargs="+", help="ids of the set's videos")
+def _add_input_arguments(p: argparse.ArgumentParser) -> None:
+    """The loose-file roots and settings both packing commands read."""
     p.add_argument("--flow-root", required=True, help="the set's flow-{method} folder")
-    p.add_argument("--masks-root", default=None, help="the set's masks-{method} folder")
-    p.add_argument("--guidance-root", default=None, help="the set's guidance folder")
+    p.add_argument("--masks-root", default=None, help="the set's masks folder (masks packed)")
+    p.add_argument("--guidance-root", default=None, help="the set's guidance folder (packed)")
     p.add_argument("--params", required=True, help="the config's shards section as JSON")
     p.add_argument("--flow-method", required=True)
+
+
+def _videos(args: argparse.Namespace) -> list:
+    """The videos named on the command line, with their loose files under the given roots."""
+    masks = Path(args.masks_root) if args.masks_root else None
+    guidance = Path(args.guidance_root) if args.guidance_root else None
+    return video_inputs(args.video_ids, Path(args.flow_root), masks, guidance)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("video_ids", nargs="+", help="ids of the set's videos")
+    _add_input_arguments(p)
     p.add_argument(
         "--config-json",
         required=True,
@@ -87,12 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = json.loads(args.params)
-    videos = video_inputs(
-        args.video_ids,
-        Path(args.flow_root),
-        Path(args.masks_root) if args.masks_root else None,
-        Path(args.guidance_root) if args.guidance_root else None,
-    )
+    videos = _videos(args)
     index = write_shards(
         videos,
         args.out_dir,
@@ -120,20 +127,15 @@ def run(args: argparse.Namespace) -> int:
 
 def add_chunk_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video_ids", nargs="*", help="ids of the chunk's videos")
-    p.add_argument("--flow-root", required=True, help="the set's flow-{method} folder")
-    p.add_argument("--masks-root", default=None, help="the set's masks folder (masks packed)")
-    p.add_argument("--guidance-root", default=None, help="the set's guidance folder (packed)")
-    p.add_argument("--params", required=True, help="the config's shards section as JSON")
-    p.add_argument("--flow-method", required=True)
+    _add_input_arguments(p)
     p.add_argument("--out-dir", required=True, help="the chunk's folder of shards")
 
 
 def run_chunk(args: argparse.Namespace) -> int:
     cfg = json.loads(args.params)
-    masks = Path(args.masks_root) if args.masks_root else None
-    guidance = Path(args.guidance_root) if args.guidance_root else None
-    videos = video_inputs(args.video_ids, Path(args.flow_root), masks, guidance)
-    stages = {"flow"} | {name for name, root in (("masks", masks), ("guidance", guidance)) if root}
+    videos = _videos(args)
+    roots = (("masks", args.masks_root), ("guidance", args.guidance_root))
+    stages = {"flow"} | {name for name, root in roots if root}
     chunk = write_chunk_shards(
         videos,
         args.out_dir,
