@@ -103,11 +103,18 @@ def shot(driver, root: Path, name: str) -> None:
 
 
 def downloaded(folder: Path, name: str) -> Path:
+    """``folder/name`` once Chrome has finished writing it: the file can appear empty, with a
+    ``.crdownload`` beside it, before its bytes land."""
     path = folder / name
+
+    def done() -> bool:
+        partial = any(p.suffix == ".crdownload" for p in folder.iterdir())
+        return path.exists() and path.stat().st_size > 0 and not partial
+
     deadline = time.monotonic() + 15
-    while not path.exists() and time.monotonic() < deadline:
+    while not done() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert path.exists(), f"{name} was not downloaded: {sorted(folder.iterdir())}"
+    assert done(), f"{name} was not downloaded: {sorted(folder.iterdir())}"
     return path
 
 
